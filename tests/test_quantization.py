@@ -1,0 +1,167 @@
+"""Block-wise 8-bit states: per-block error bounds, agreement with bitsandbytes, and DO+ 8-bit
+staying close to fp32."""
+
+from __future__ import annotations
+
+import math
+
+import bitsandbytes as bnb
+import pytest
+import torch
+from bitsandbytes.functional import create_dynamic_map, dequantize_blockwise, quantize_blockwise
+from helpers import MIXED
+from reference import PlusRef
+
+from dualoptim import DualOptimPlus
+from dualoptim.optim.quantization import (
+    BLOCK,
+    code_tables,
+    dequantize,
+    max_relative_error,
+    num_blocks,
+    quantize,
+)
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize("numel", [1, 255, 256, 257, 40 * 256 + 17])
+def test_round_trip_error_is_bounded_per_block(signed: bool, numel: int) -> None:
+    gen = torch.Generator().manual_seed(numel)
+    # magnitudes over 6 decades so some blocks are tiny and some large
+    x = torch.randn(numel, generator=gen) * torch.logspace(-4, 2, numel)
+    if not signed:
+        x = x.abs()
+    code, mid = code_tables(signed, CPU)
+    index, absmax = quantize(x, mid)
+    assert index.dtype == torch.uint8 and index.numel() == num_blocks(numel) * BLOCK
+    assert absmax.numel() == num_blocks(numel)
+    decoded = dequantize(index, absmax, code, numel)
+    block_of = torch.arange(numel) // BLOCK
+    # plus fp32 rounding of the decode (one ulp of absmax)
+    bound = (max_relative_error(code) + 1.2e-7) * absmax[block_of]
+    assert bool(((decoded - x).abs() <= bound).all())
+    torch.testing.assert_close(absmax, torch.nn.functional.pad(x.abs(), (0, -numel % BLOCK))
+                               .view(-1, BLOCK).amax(1))
+
+
+def test_the_bound_itself_is_what_the_code_allows() -> None:
+    """The widest gap of bitsandbytes' signed code is near ±1 (≈ 0.0141), so the worst error
+    is ≈ 0.7% of a block's absmax."""
+    code, _ = code_tables(True, CPU)
+    assert 0.005 < max_relative_error(code) < 0.01
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_agrees_with_bitsandbytes_and_is_never_farther(signed: bool) -> None:
+    """Same codes and absmax as bitsandbytes' quantize_blockwise; ours rounds to the nearest
+    code, theirs (CPU) picks a neighbour on ~0.2% of values (measured 0.19% / 0.25%)."""
+    x = torch.randn(40 * 256 + 17, generator=torch.Generator().manual_seed(0))
+    if not signed:
+        x = x.abs()
+    code, mid = code_tables(signed, CPU)
+    index, absmax = quantize(x, mid)
+    theirs, qstate = quantize_blockwise(x, code=create_dynamic_map(signed=signed), blocksize=256)
+    assert torch.equal(absmax, qstate.absmax)
+    assert (index[: x.numel()] == theirs).float().mean() > 0.99
+    ours_err = (dequantize(index, absmax, code, x.numel()) - x).abs()
+    their_err = (dequantize_blockwise(theirs, qstate) - x).abs()
+    assert bool((ours_err <= their_err + 1e-7).all())
+
+
+def test_all_zero_block_stays_zero() -> None:
+    code, mid = code_tables(True, CPU)
+    index, absmax = quantize(torch.zeros(300), mid)
+    assert torch.equal(dequantize(index, absmax, code, 300), torch.zeros(300))
+
+
+def _persistent_gradients(n: int, steps: int) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(9)
+    a = torch.randn(n, generator=gen, dtype=torch.float64) * torch.logspace(-2, 1, n)
+    return [
+        (a * (1 + 0.05 * math.sin(t / 20)) + 0.01 * a.abs() * torch.randn(n, generator=gen))
+        for t in range(steps)
+    ]
+
+
+def test_eight_bit_plus_tracks_the_reference_as_closely_as_bitsandbytes_adam_tracks_adam() -> None:
+    """Well-conditioned regime (persistent gradients, reference |u| <= 1.21), 33 steps of lr
+    1e-2, the reference moving θ by up to 0.34. Measured |θ_8bit - θ_ref|: DO+ 8-bit mean
+    0.0085, max 0.037; bitsandbytes Adam8bit vs torch Adam on the same gradients: mean 0.0087,
+    max 0.316. Asserted: our mean within 1.25x of theirs, our max <= 0.06."""
+    n, sequence = 5000, list(MIXED) * 3
+    grads = _persistent_gradients(n, len(sequence))
+    p = torch.nn.Parameter(torch.ones(n))
+    opt = DualOptimPlus([p], forget_lr=1e-2, retain_lr=1e-2, state_bits=8, min_8bit_size=1,
+                        compile=False)
+    ref = PlusRef(lrs={"forget": 1e-2, "retain": 1e-2})
+    theta = [1.0] * n
+    for g, objective in zip(grads, sequence, strict=True):
+        p.grad = g.float()
+        opt.step(objective=objective)
+        theta = ref.step(theta, g.tolist(), objective)
+    assert opt.is_quantized(opt.state[p])
+    ours = (p.detach().double() - torch.tensor(theta, dtype=torch.float64)).abs()
+
+    finals = []
+    for make in (
+        lambda q: torch.optim.Adam([q], lr=1e-2, betas=(0.9, 0.95)),
+        lambda q: bnb.optim.Adam8bit([q], lr=1e-2, betas=(0.9, 0.95), min_8bit_size=1),
+    ):
+        q = torch.nn.Parameter(torch.ones(n))
+        adam = make(q)
+        for g in grads:
+            q.grad = g.float()
+            adam.step()
+        finals.append(q.detach().double())
+    theirs = (finals[0] - finals[1]).abs()
+    assert ours.mean() <= 1.25 * theirs.mean()
+    assert ours.max() <= 0.06
+
+
+def _regression_loss(state_bits: int) -> float:
+    """Least squares on 4096 weights with alternating 'forget' (a second target) and 'retain'
+    objectives; returns the final retain loss."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 4096, generator=gen) / 64
+    w_true = torch.randn(4096, generator=gen)
+    y_retain, y_forget = x @ w_true, x @ (w_true + 0.3 * torch.randn(4096, generator=gen))
+    w = torch.nn.Parameter(torch.zeros(4096))
+    opt = DualOptimPlus([w], forget_lr=3e-3, retain_lr=3e-3, state_bits=state_bits,
+                        compile=False)
+    for step in range(300):
+        objective = "forget" if step % 5 == 0 else "retain"
+        target = y_forget if objective == "forget" else y_retain
+        loss = ((x @ w - target) ** 2).mean()
+        loss.backward()
+        opt.step(objective=objective)
+        opt.zero_grad()
+    with torch.no_grad():
+        return float(((x @ w - y_retain) ** 2).mean())
+
+
+def test_eight_bit_regression_ends_within_tolerance_of_fp32() -> None:
+    """Measured final retain loss: fp32 9.2e-5, 8-bit 7.2e-5, from 0.97 at the start (the
+    forget objective pulls towards a second target every 5th step). Asserted: both below 1e-3
+    and 8-bit within 1e-4 of fp32."""
+    fp32, int8 = _regression_loss(32), _regression_loss(8)
+    assert fp32 < 1e-3
+    assert int8 < 1e-3
+    assert abs(int8 - fp32) <= 1e-4
+
+
+def test_state_bytes_of_eight_bit_are_under_thirty_percent() -> None:
+    sizes = {}
+    for bits in (32, 8):
+        p = torch.nn.Parameter(torch.ones(100_000))
+        small = torch.nn.Parameter(torch.ones(100))  # < min_8bit_size: stays fp32
+        opt = DualOptimPlus([p, small], state_bits=bits, compile=False)
+        p.grad, small.grad = torch.ones(100_000), torch.ones(100)
+        opt.step(objective="forget")
+        sizes[bits] = opt.state_bytes()
+        assert opt.is_quantized(opt.state[p]) == (bits == 8)
+        assert not opt.is_quantized(opt.state[small])
+    assert sizes[8]["all"] <= 0.30 * sizes[32]["all"]
+    # over the quantised tensors alone: 1 byte + absmax/256 per value vs 4 bytes
+    assert sizes[8]["quantized"] == 6 * (100_096 + 4 * num_blocks(100_000))
