@@ -7,10 +7,10 @@ import functools
 
 import pytest
 import torch
-from helpers import MIXED, grads_for, roundtrip
-from reference import AdamWRef, SGDRef
 
 from dualoptim import DualOptimizer, OptimizerSpec, SharedOptimizer
+from helpers import MIXED, grads_for, roundtrip
+from reference import AdamWRef, SGDRef
 
 N = 12
 
@@ -72,8 +72,9 @@ def test_dual_matches_hand_reference_on_mixed_sequence(case: str) -> None:
     got = run(DualOptimizer([p], forget, retain), p, grads, MIXED)
     want = reference_run(make_refs(), fresh_param().detach(), grads, MIXED)
     for step, (g, w) in enumerate(zip(got, want, strict=True)):
-        torch.testing.assert_close(g, torch.tensor(w, dtype=torch.float64), rtol=1e-12,
-                                   atol=1e-12, msg=f"step {step}")
+        torch.testing.assert_close(
+            g, torch.tensor(w, dtype=torch.float64), rtol=1e-12, atol=1e-12, msg=f"step {step}"
+        )
 
 
 def test_shared_optimizer_shares_one_state_with_per_phase_step_sizes() -> None:
@@ -87,8 +88,9 @@ def test_shared_optimizer_shares_one_state_with_per_phase_step_sizes() -> None:
         lr = 0.1 if objective == "forget" else 0.01
         buf = [gi if step == 0 else 0.9 * b + gi for b, gi in zip(buf, g.tolist(), strict=True)]
         theta = [t - lr * b for t, b in zip(theta, buf, strict=True)]
-        torch.testing.assert_close(got[step], torch.tensor(theta, dtype=torch.float64),
-                                   rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(
+            got[step], torch.tensor(theta, dtype=torch.float64), rtol=1e-12, atol=1e-12
+        )
     assert opt.inner["forget"] is opt.inner["retain"]
 
 
@@ -179,8 +181,9 @@ def test_one_scheduler_scales_both_objectives_each_keeping_its_step_size() -> No
             before = p.detach().clone()
             p.grad = torch.ones(3, dtype=torch.float64)
             opt.step(objective=objective)
-            torch.testing.assert_close(before - p.detach(), torch.full((3,), base * factor,
-                                                                      dtype=torch.float64))
+            torch.testing.assert_close(
+                before - p.detach(), torch.full((3,), base * factor, dtype=torch.float64)
+            )
         sched.step()
 
 
@@ -204,9 +207,12 @@ def test_param_group_options_reach_both_inner_optimizers() -> None:
         [{"params": [w]}, {"params": [b], "weight_decay": 0.0, "forget_options": {"eps": 1e-6}}]
     )
     f, r = opt.inner["forget"].param_groups, opt.inner["retain"].param_groups
-    assert f[0]["weight_decay"] == 0.05 and r[0]["weight_decay"] == 5e-4
-    assert f[1]["weight_decay"] == 0.0 and r[1]["weight_decay"] == 0.0
-    assert f[1]["eps"] == 1e-6 and f[0]["eps"] == 1e-8
+    assert f[0]["weight_decay"] == 0.05
+    assert r[0]["weight_decay"] == 5e-4
+    assert f[1]["weight_decay"] == 0.0
+    assert r[1]["weight_decay"] == 0.0
+    assert f[1]["eps"] == 1e-6
+    assert f[0]["eps"] == 1e-8
 
 
 def test_add_param_group_extends_both_states() -> None:
@@ -224,8 +230,11 @@ def test_add_param_group_extends_both_states() -> None:
     ("call", "error", "match"),
     [
         (lambda o: o.step(objective="forgett"), ValueError, "'forget' or 'retain'"),
-        (lambda o: o.load_state_dict(SharedOptimizer([fresh_param()]).state_dict()),
-         ValueError, "not from a DualOptimizer"),
+        (
+            lambda o: o.load_state_dict(SharedOptimizer([fresh_param()]).state_dict()),
+            ValueError,
+            "not from a DualOptimizer",
+        ),
     ],
 )
 def test_bad_input_fails_early_with_a_clear_message(call, error, match) -> None:

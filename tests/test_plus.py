@@ -7,10 +7,10 @@ import copy
 
 import pytest
 import torch
-from helpers import MIXED, grads_for, roundtrip
-from reference import PlusRef
 
 from dualoptim import DualOptimizer, DualOptimPlus, OptimizerSpec
+from helpers import MIXED, grads_for, roundtrip
+from reference import PlusRef
 
 N = 12
 
@@ -32,8 +32,9 @@ def test_matches_hand_reference_on_mixed_sequence(alpha: float) -> None:
     gen = torch.Generator().manual_seed(3)
     theta0 = torch.randn(N, generator=gen, dtype=torch.float64)
     p = torch.nn.Parameter(theta0.clone())
-    opt = DualOptimPlus([p], forget_lr=3e-3, retain_lr=1e-3, weight_decay=0.1, alpha=alpha,
-                        compile=False)
+    opt = DualOptimPlus(
+        [p], forget_lr=3e-3, retain_lr=1e-3, weight_decay=0.1, alpha=alpha, compile=False
+    )
     ref = PlusRef(lrs={"forget": 3e-3, "retain": 1e-3}, weight_decay=0.1, alpha=alpha)
     theta = theta0.tolist()
     for step, (g, objective) in enumerate(zip(grads_for(N, len(MIXED)), MIXED, strict=True)):
@@ -41,8 +42,13 @@ def test_matches_hand_reference_on_mixed_sequence(alpha: float) -> None:
         opt.step(objective=objective)
         theta = ref.step(theta, g.tolist(), objective)
         # the kernel computes in fp32: agreement to fp32 precision of θ and of the update
-        torch.testing.assert_close(p.detach(), torch.tensor(theta, dtype=torch.float64),
-                                   rtol=2e-6, atol=1e-7, msg=f"step {step}")
+        torch.testing.assert_close(
+            p.detach(),
+            torch.tensor(theta, dtype=torch.float64),
+            rtol=2e-6,
+            atol=1e-7,
+            msg=f"step {step}",
+        )
     state = opt.state[p]
     assert (state["step"], state["forget_step"], state["retain_step"]) == (11, 4, 7)
 
@@ -51,12 +57,16 @@ def test_alpha_zero_is_dual_optim_with_adam_on_both_sides() -> None:
     grads = grads_for(N, len(MIXED), seed=5)
     steps = list(zip(MIXED, grads, strict=True))
     p1 = torch.nn.Parameter(torch.ones(N, dtype=torch.float64))
-    plus = DualOptimPlus([p1], forget_lr=1e-2, retain_lr=3e-3, weight_decay=0.1, alpha=0.0,
-                         compile=False)
+    plus = DualOptimPlus(
+        [p1], forget_lr=1e-2, retain_lr=3e-3, weight_decay=0.1, alpha=0.0, compile=False
+    )
     p2 = torch.nn.Parameter(torch.ones(N, dtype=torch.float64))
     adamw = {"betas": (0.9, 0.95), "weight_decay": 0.1}
-    dual = DualOptimizer([p2], forget=OptimizerSpec("adamw", {"lr": 1e-2, **adamw}),
-                         retain=OptimizerSpec("adamw", {"lr": 3e-3, **adamw}))
+    dual = DualOptimizer(
+        [p2],
+        forget=OptimizerSpec("adamw", {"lr": 1e-2, **adamw}),
+        retain=OptimizerSpec("adamw", {"lr": 3e-3, **adamw}),
+    )
     for objective, g in steps:
         for p, opt in ((p1, plus), (p2, dual)):
             p.grad = g.clone()
@@ -222,8 +232,13 @@ def test_invalid_options_are_rejected_at_construction(kwargs, match) -> None:
 
 def test_per_objective_weight_decay() -> None:
     p = torch.nn.Parameter(torch.ones(4))
-    opt = DualOptimPlus([{"params": [p], "retain_options": {"weight_decay": 0.5}}],
-                        forget_lr=0.1, retain_lr=0.1, weight_decay=0.0, compile=False)
+    opt = DualOptimPlus(
+        [{"params": [p], "retain_options": {"weight_decay": 0.5}}],
+        forget_lr=0.1,
+        retain_lr=0.1,
+        weight_decay=0.0,
+        compile=False,
+    )
     p.grad = torch.zeros(4)
     opt.step(objective="forget")
     assert torch.equal(p.detach(), torch.ones(4))
@@ -241,8 +256,15 @@ def test_compiled_kernel_gives_the_eager_numbers(state_bits: int) -> None:
     results = []
     for compile_ in (False, True):
         p = torch.nn.Parameter(torch.ones(5000))
-        opt = DualOptimPlus([p], forget_lr=1e-2, retain_lr=1e-3, weight_decay=0.1,
-                            state_bits=state_bits, min_8bit_size=1000, compile=compile_)
+        opt = DualOptimPlus(
+            [p],
+            forget_lr=1e-2,
+            retain_lr=1e-3,
+            weight_decay=0.1,
+            state_bits=state_bits,
+            min_8bit_size=1000,
+            compile=compile_,
+        )
         for g, objective in zip(grads, MIXED, strict=True):
             p.grad = g.float()
             opt.step(objective=objective)

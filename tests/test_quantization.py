@@ -9,8 +9,6 @@ import bitsandbytes as bnb
 import pytest
 import torch
 from bitsandbytes.functional import create_dynamic_map, dequantize_blockwise, quantize_blockwise
-from helpers import MIXED
-from reference import PlusRef
 
 from dualoptim import DualOptimPlus
 from dualoptim.optim.quantization import (
@@ -21,6 +19,8 @@ from dualoptim.optim.quantization import (
     num_blocks,
     quantize,
 )
+from helpers import MIXED
+from reference import PlusRef
 
 CPU = torch.device("cpu")
 
@@ -35,15 +35,17 @@ def test_round_trip_error_is_bounded_per_block(signed: bool, numel: int) -> None
         x = x.abs()
     code, mid = code_tables(signed, CPU)
     index, absmax = quantize(x, mid)
-    assert index.dtype == torch.uint8 and index.numel() == num_blocks(numel) * BLOCK
+    assert index.dtype == torch.uint8
+    assert index.numel() == num_blocks(numel) * BLOCK
     assert absmax.numel() == num_blocks(numel)
     decoded = dequantize(index, absmax, code, numel)
     block_of = torch.arange(numel) // BLOCK
     # plus fp32 rounding of the decode (one ulp of absmax)
     bound = (max_relative_error(code) + 1.2e-7) * absmax[block_of]
     assert bool(((decoded - x).abs() <= bound).all())
-    torch.testing.assert_close(absmax, torch.nn.functional.pad(x.abs(), (0, -numel % BLOCK))
-                               .view(-1, BLOCK).amax(1))
+    torch.testing.assert_close(
+        absmax, torch.nn.functional.pad(x.abs(), (0, -numel % BLOCK)).view(-1, BLOCK).amax(1)
+    )
 
 
 def test_the_bound_itself_is_what_the_code_allows() -> None:
@@ -93,8 +95,9 @@ def test_eight_bit_plus_tracks_the_reference_as_closely_as_bitsandbytes_adam_tra
     n, sequence = 5000, list(MIXED) * 3
     grads = _persistent_gradients(n, len(sequence))
     p = torch.nn.Parameter(torch.ones(n))
-    opt = DualOptimPlus([p], forget_lr=1e-2, retain_lr=1e-2, state_bits=8, min_8bit_size=1,
-                        compile=False)
+    opt = DualOptimPlus(
+        [p], forget_lr=1e-2, retain_lr=1e-2, state_bits=8, min_8bit_size=1, compile=False
+    )
     ref = PlusRef(lrs={"forget": 1e-2, "retain": 1e-2})
     theta = [1.0] * n
     for g, objective in zip(grads, sequence, strict=True):
@@ -128,8 +131,7 @@ def _regression_loss(state_bits: int) -> float:
     w_true = torch.randn(4096, generator=gen)
     y_retain, y_forget = x @ w_true, x @ (w_true + 0.3 * torch.randn(4096, generator=gen))
     w = torch.nn.Parameter(torch.zeros(4096))
-    opt = DualOptimPlus([w], forget_lr=3e-3, retain_lr=3e-3, state_bits=state_bits,
-                        compile=False)
+    opt = DualOptimPlus([w], forget_lr=3e-3, retain_lr=3e-3, state_bits=state_bits, compile=False)
     for step in range(300):
         objective = "forget" if step % 5 == 0 else "retain"
         target = y_forget if objective == "forget" else y_retain

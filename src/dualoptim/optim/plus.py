@@ -58,7 +58,7 @@ class DualOptimPlus(ObjectiveOptimizer):
         alpha: float = 1.0,
         state_bits: int = 32,
         min_8bit_size: int = 4096,
-        compile: bool | None = None,  # noqa: A002 - mirrors torch.compile
+        compile: bool | None = None,
     ) -> None:
         defaults = {
             "lr": lr,

@@ -128,7 +128,7 @@ class KernelRunner:
     once and the eager kernel is used from then on.
     """
 
-    def __init__(self, compile: bool | None) -> None:  # noqa: A002 - mirrors torch.compile
+    def __init__(self, compile: bool | None) -> None:
         self.compile = compile
 
     def __call__(self, kernel: Callable[..., None], *args: Any) -> None:
