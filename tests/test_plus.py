@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dualoptim import DualOptimizer, DualOptimPlus, OptimizerSpec
+from dualoptim.optim import plus_kernel
 from helpers import MIXED, grads_for, roundtrip
 from reference import PlusRef
 
@@ -270,3 +271,47 @@ def test_compiled_kernel_gives_the_eager_numbers(state_bits: int) -> None:
             opt.step(objective=objective)
         results.append(p.detach().clone())
     torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-6)
+
+
+def test_failed_compilation_falls_back_to_eager_only_when_allowed(monkeypatch, caplog) -> None:
+    def broken(_kernel):
+        raise RuntimeError("no C compiler")
+
+    monkeypatch.setattr(plus_kernel, "_compiled", broken)
+    p = torch.nn.Parameter(torch.ones(4))
+    auto = DualOptimPlus([p], forget_lr=0.1)
+    p.grad = torch.ones(4)
+    auto.step(objective="forget")
+    assert "using the eager kernel" in caplog.text
+    assert auto._runner.compile is False
+    assert bool((p.detach() < 1).all())
+    strict = DualOptimPlus([p], compile=True)
+    with pytest.raises(RuntimeError, match="no C compiler"):
+        strict.step(objective="forget")
+
+
+def test_scheduler_scales_both_step_sizes() -> None:
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = DualOptimPlus([p], forget_lr=1e-2, retain_lr=1e-3, compile=False)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5**k)
+    p.grad = torch.ones(3)
+    opt.step(objective="forget")
+    sched.step()
+    sched.step()
+    assert opt.lr_of("forget") == pytest.approx(2.5e-3)
+    assert opt.lr_of("retain") == pytest.approx(2.5e-4)
+
+
+@pytest.mark.parametrize("make", [DualOptimizer, lambda ps: DualOptimPlus(ps, compile=False)])
+def test_grad_scaler_unscales_once_and_plain_step_uses_the_current_objective(make) -> None:
+    """Mixed-precision loops call scaler.step(optimizer) -> optimizer.step() with no objective."""
+    p = torch.nn.Parameter(torch.ones(5))
+    opt = make([p])
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    opt.objective = "retain"
+    scaler.scale((p * 3.0).sum()).backward()
+    scaler.unscale_(opt)
+    torch.testing.assert_close(p.grad, torch.full((5,), 3.0))  # one division by 1024
+    scaler.step(opt)
+    scaler.update()
+    assert opt.step_counts == {"forget": 0, "retain": 1}
