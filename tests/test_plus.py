@@ -315,3 +315,20 @@ def test_grad_scaler_unscales_once_and_plain_step_uses_the_current_objective(mak
     scaler.step(opt)
     scaler.update()
     assert opt.step_counts == {"forget": 0, "retain": 1}
+
+
+def test_the_specified_rule_is_unbounded_under_conflict_and_bound_update_caps_it() -> None:
+    """SPEC §1.4's denominator sqrt|Δ̂_v + α·B̂_v| can cancel when the objectives disagree.
+    Constant, independent forget/retain gradients with 1:5 alternation: measured max |u| =
+    1.2e5 with the rule as specified (fp32); with bound_update every |u| <= 1."""
+    gen = torch.Generator().manual_seed(9)
+    scale = torch.logspace(-2, 1, 5000)
+    g_forget, g_retain = torch.randn(5000, generator=gen), torch.randn(5000, generator=gen)
+    sequence = [("forget", g_forget * scale)] + [("retain", g_retain * scale)] * 5
+    largest = {}
+    for bound in (False, True):
+        p = torch.nn.Parameter(torch.zeros(5000))
+        opt = DualOptimPlus([p], forget_lr=1.0, retain_lr=1.0, bound_update=bound, compile=False)
+        largest[bound] = max(float(u.abs().max()) for u in updates(opt, p, sequence * 6))
+    assert largest[False] > 20
+    assert largest[True] <= 1.0 + 1e-6

@@ -39,6 +39,9 @@ class DualOptimPlus(ObjectiveOptimizer):
         state_bits: 32 or 8. With 8, tensors of at least ``min_8bit_size`` elements keep
             their moments block-wise quantised (put embeddings in a group with
             ``state_bits=32``); smaller ones stay fp32.
+        bound_update: cap each coordinate of the update at 1 (denominator >= |numerator|).
+            None (default) caps with 8-bit states, where second moments underflow to 0, and
+            keeps SPEC §1.4's uncapped rule with fp32 states. See docs/optimizers.md.
         compile: True compiles the fused update with torch.compile, False runs it eagerly,
             None (default) compiles when possible and falls back to eager otherwise.
 
@@ -58,6 +61,7 @@ class DualOptimPlus(ObjectiveOptimizer):
         alpha: float = 1.0,
         state_bits: int = 32,
         min_8bit_size: int = 4096,
+        bound_update: bool | None = None,
         compile: bool | None = None,
     ) -> None:
         defaults = {
@@ -71,6 +75,7 @@ class DualOptimPlus(ObjectiveOptimizer):
             "alpha": alpha,
             "state_bits": state_bits,
             "min_8bit_size": min_8bit_size,
+            "bound_update": bound_update,
         }
         super().__init__(params, defaults)
         for group in self.param_groups:
@@ -156,9 +161,14 @@ class DualOptimPlus(ObjectiveOptimizer):
                 key = (p.device, *values)
                 if key not in coef_cache:
                     coef_cache[key] = torch.tensor(values, dtype=torch.float32, device=p.device)
-                self._update(p, state, objective, coef_cache[key])
+                bound = group["bound_update"]
+                if bound is None:
+                    bound = self.is_quantized(state)
+                self._update(p, state, objective, coef_cache[key], bound)
 
-    def _update(self, p: Tensor, state: dict[str, Any], objective: Objective, coef: Tensor) -> None:
+    def _update(
+        self, p: Tensor, state: dict[str, Any], objective: Objective, coef: Tensor, bound: bool
+    ) -> None:
         flat = p.detach().view(-1) if p.is_contiguous() else p.detach().reshape(-1).clone()
         grad = p.grad.reshape(-1)
         names = ["base_m", "base_v", f"{objective}_m", f"{objective}_v"]
@@ -172,9 +182,10 @@ class DualOptimPlus(ObjectiveOptimizer):
                 coef,
                 code_tables(True, p.device),
                 code_tables(False, p.device),
+                bound,
             )
         else:
-            self._runner(update_fp32, flat, grad, *(state[n] for n in names), coef)
+            self._runner(update_fp32, flat, grad, *(state[n] for n in names), coef, bound)
         if not p.is_contiguous():
             p.detach().copy_(flat.view_as(p))
 

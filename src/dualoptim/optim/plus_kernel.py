@@ -53,12 +53,13 @@ def plus_math(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Return (θ, B_m, B_v, Δ_m, Δ_v) after one step of the current objective, all fp32.
 
-    ``bound_step`` caps each coordinate of the update at 1 (denominator >= |numerator|); the
-    8-bit kernel sets it. Without it a coordinate whose |g| is below ~1e-3.5 of its block's
-    absmax has g² under the smallest unsigned code (3.3e-7·absmax): B_v and Δ_v decode to
-    exactly 0 while the first moments do not, and the step becomes m/ε (measured: |u| ≈ 100,
-    θ off by 0.56 after 33 steps of lr 1e-2 where fp32 moves it by 0.34). Adam-type updates
-    with β1² < β2 stay near or below 1 anyway, so the cap changes only such underflows.
+    ``bound_step`` caps each coordinate of the update at 1 (denominator >= |numerator|).
+    SPEC §1.4's rule has no such bound: its denominator sqrt|Δ̂_v + α·B̂_v| is a difference of
+    moments that can cancel to ~0 when the objectives conflict (seen in fp32: |u| up to 1.2e5
+    on constant conflicting gradients with 1:5 alternation). 8-bit states make it worse: where
+    |g| is below ~1e-3.5 of its block's absmax, g² is under the smallest unsigned code, B_v and
+    Δ_v decode to exactly 0 while the first moments do not, and u = m/ε (measured: θ off by
+    0.56 after 33 steps of lr 1e-2 where fp32 moves it by 0.34). See docs/optimizers.md.
     """
     lr, wd, alpha, b1, b2, b1b, b2b, eps, cbm, cbv, crm, crv = coef.unbind()
     g = g.float()
@@ -79,10 +80,17 @@ def plus_math(
 
 
 def update_fp32(
-    p: Tensor, g: Tensor, bm: Tensor, bv: Tensor, dm: Tensor, dv: Tensor, coef: Tensor
+    p: Tensor,
+    g: Tensor,
+    bm: Tensor,
+    bv: Tensor,
+    dm: Tensor,
+    dv: Tensor,
+    coef: Tensor,
+    bound_step: bool,
 ) -> None:
     """In-place DO+ step of flat ``p`` with fp32 states."""
-    theta, bm_new, bv_new, dm_new, dv_new = plus_math(p, g, bm, bv, dm, dv, coef)
+    theta, bm_new, bv_new, dm_new, dv_new = plus_math(p, g, bm, bv, dm, dv, coef, bound_step)
     p.copy_(theta)
     bm.copy_(bm_new)
     bv.copy_(bv_new)
@@ -97,6 +105,7 @@ def update_8bit(
     coef: Tensor,
     signed: tuple[Tensor, Tensor],
     unsigned: tuple[Tensor, Tensor],
+    bound_step: bool,
 ) -> None:
     """In-place DO+ step of flat ``p`` with block-wise 8-bit states.
 
@@ -108,7 +117,7 @@ def update_8bit(
     code_u, mid_u = unsigned
     tables = ((code_s, mid_s), (code_u, mid_u), (code_s, mid_s), (code_s, mid_s))
     decoded = [dequantize(states[2 * i], states[2 * i + 1], tables[i][0], n) for i in range(4)]
-    theta, *new_states = plus_math(p, g, *decoded, coef, bound_step=True)
+    theta, *new_states = plus_math(p, g, *decoded, coef, bound_step)
     p.copy_(theta)
     for i, value in enumerate(new_states):
         index, absmax = quantize(value, tables[i][1])

@@ -34,6 +34,7 @@ PLUS_KEYS = frozenset(
         "weight_decay",
         "alpha",
         "min_8bit_size",
+        "bound_update",
         "compile",
     }
 )
