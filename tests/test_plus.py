@@ -137,14 +137,14 @@ def test_limit_opposed_objectives_at_one_to_one_step_like_dual_optim() -> None:
 
 
 def test_opposed_objectives_at_one_to_five_keep_a_base_momentum() -> None:
-    """With 1:5 alternation B_m does not vanish: measured B_m ≈ -0.70·g after a retain
-    phase; DO+ then differs from DO (measured 4-6% relative update difference)."""
+    """With 1:5 alternation B_m does not vanish: measured B_m = -0.748·g after a retain
+    phase; DO+ then differs from DO (measured 0.3-7.6% relative update difference)."""
     base, _ = _slowly_varying(64, 1)
     p = torch.nn.Parameter(torch.zeros(64))
     plus = DualOptimPlus([p], forget_lr=1.0, retain_lr=1.0, compile=False)
     updates(plus, p, _opposed(base, cycles=50, retain_steps=5))
     ratio = plus.state[p]["base_m"] / base
-    assert ratio.max() < -0.5
+    assert ratio.max() < -0.7
 
 
 @pytest.mark.parametrize("state_bits", [32, 8])
