@@ -1,0 +1,1 @@
+"""Self-contained experiments that check the paper's claims on problems small enough for a CPU."""
