@@ -33,8 +33,8 @@ def test_round_trip_error_is_bounded_per_block(signed: bool, numel: int) -> None
     x = torch.randn(numel, generator=gen) * torch.logspace(-4, 2, numel)
     if not signed:
         x = x.abs()
-    code, mid = code_tables(signed, CPU)
-    index, absmax = quantize(x, mid)
+    code, table = code_tables(signed, CPU)
+    index, absmax = quantize(x, code, table)
     assert index.dtype == torch.uint8
     assert index.numel() == num_blocks(numel) * BLOCK
     assert absmax.numel() == num_blocks(numel)
@@ -62,8 +62,8 @@ def test_agrees_with_bitsandbytes_and_is_never_farther(signed: bool) -> None:
     x = torch.randn(40 * 256 + 17, generator=torch.Generator().manual_seed(0))
     if not signed:
         x = x.abs()
-    code, mid = code_tables(signed, CPU)
-    index, absmax = quantize(x, mid)
+    code, table = code_tables(signed, CPU)
+    index, absmax = quantize(x, code, table)
     theirs, qstate = quantize_blockwise(x, code=create_dynamic_map(signed=signed), blocksize=256)
     assert torch.equal(absmax, qstate.absmax)
     assert (index[: x.numel()] == theirs).float().mean() > 0.99
@@ -73,8 +73,8 @@ def test_agrees_with_bitsandbytes_and_is_never_farther(signed: bool) -> None:
 
 
 def test_all_zero_block_stays_zero() -> None:
-    code, mid = code_tables(True, CPU)
-    index, absmax = quantize(torch.zeros(300), mid)
+    code, table = code_tables(True, CPU)
+    index, absmax = quantize(torch.zeros(300), code, table)
     assert torch.equal(dequantize(index, absmax, code, 300), torch.zeros(300))
 
 
@@ -167,3 +167,33 @@ def test_state_bytes_of_eight_bit_are_under_thirty_percent() -> None:
     assert sizes[8]["all"] <= 0.30 * sizes[32]["all"]
     # over the quantised tensors alone: 1 byte + absmax/256 per value vs 4 bytes
     assert sizes[8]["quantized"] == 6 * (100_096 + 4 * num_blocks(100_000))
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_encoding_picks_the_nearest_code_for_every_value(signed: bool) -> None:
+    """The lookup-table encoder equals an exhaustive nearest-code search, including values
+    exactly on codes, on midpoints between codes, and at ±1 and 0."""
+    code, table = code_tables(signed, CPU)
+    midpoints = (code[1:] + code[:-1]) / 2
+    gen = torch.Generator().manual_seed(1)
+    low = -1.0 if signed else 0.0
+    x = torch.cat(
+        [
+            code,
+            midpoints,
+            torch.tensor([low, 0.0, 1.0]),
+            torch.rand(100_000, generator=gen) * (1 - low) + low,
+            (torch.rand(100_000, generator=gen) * 2 - 1) * torch.logspace(-9, 0, 100_000),
+        ]
+    )
+    x = x if signed else x.abs()
+    # one block per value, so each is scaled by its own absmax: prepend ±1 to fix absmax at 1
+    blocks = torch.zeros(x.numel(), BLOCK)
+    blocks[:, 0] = 1.0
+    blocks[:, 1] = x
+    index, absmax = quantize(blocks.view(-1), code, table)
+    assert torch.equal(absmax, torch.ones(x.numel()))
+    got = code[index.view(-1, BLOCK)[:, 1].long()]
+    distance = (x.unsqueeze(1) - code.unsqueeze(0)).abs()
+    best = distance.min(dim=1).values
+    assert torch.equal((got - x).abs(), best)

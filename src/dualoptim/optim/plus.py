@@ -145,6 +145,7 @@ class DualOptimPlus(ObjectiveOptimizer):
             1.0 / (1.0 - beta2**s),
         ]
 
+    @torch.no_grad()
     def _step_objective(self, objective: Objective) -> None:
         objective = check_objective(objective)
         coef_cache: dict[tuple, Tensor] = {}

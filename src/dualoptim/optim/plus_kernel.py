@@ -110,17 +110,15 @@ def update_8bit(
     """In-place DO+ step of flat ``p`` with block-wise 8-bit states.
 
     ``states`` is [B_m, B_m absmax, B_v, B_v absmax, Δ_m, Δ_m absmax, Δ_v, Δ_v absmax];
-    B_v is non-negative and uses the unsigned code, the others the signed one.
+    B_v is non-negative and uses the unsigned (code, lookup table), the others the signed.
     """
     n = p.numel()
-    code_s, mid_s = signed
-    code_u, mid_u = unsigned
-    tables = ((code_s, mid_s), (code_u, mid_u), (code_s, mid_s), (code_s, mid_s))
+    tables = (signed, unsigned, signed, signed)
     decoded = [dequantize(states[2 * i], states[2 * i + 1], tables[i][0], n) for i in range(4)]
     theta, *new_states = plus_math(p, g, *decoded, coef, bound_step)
     p.copy_(theta)
     for i, value in enumerate(new_states):
-        index, absmax = quantize(value, tables[i][1])
+        index, absmax = quantize(value, *tables[i])
         states[2 * i].copy_(index)
         states[2 * i + 1].copy_(absmax)
 
