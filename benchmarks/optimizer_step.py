@@ -157,8 +157,8 @@ CASES = (
         {"forget": PLUS_8BIT, "retain": PLUS_8BIT},
         max_numel=3e7,
         skip_reason=(
-            "~16 s/step at 1e8 on 2 cores (4 unfused aten.bucketize binary searches per step); "
-            "its per-value cost is already shown at smaller sizes"
+            "~5 s/step at 1e8 on 2 cores (one fused but scalar kernel: code-table gathers do "
+            "not vectorise); its per-value cost is already shown at smaller sizes"
         ),
     ),
     Case(
