@@ -123,8 +123,10 @@ def test_removing_a_mask_lets_the_objective_move_every_entry_again() -> None:
     ],
 )
 def test_bad_masks_are_rejected(masks, error, match) -> None:
-    p, _, opt, _ = _setup("dual")
+    p, mask, opt, _ = _setup("dual")
+    opt.set_mask("forget", {p: mask})
     with pytest.raises(error, match=match):
         opt.set_mask("forget", masks(p))
+    assert torch.equal(opt.masks("forget")[p], mask)  # a rejected call changes nothing
     with pytest.raises(ValueError, match="'forget' or 'retain'"):
         opt.set_mask("both", None)

@@ -105,14 +105,8 @@ class ObjectiveOptimizer(Optimizer):
         """
         o = check_objective(objective)
         key = f"{o}_mask"
-        for group in self.param_groups:
-            for p in group["params"]:
-                self.state[p].pop(key, None)
-        self._index_masks()
-        if masks is None:
-            return
         owned = self._owned_params()
-        for p, m in masks.items():
+        for p, m in (masks or {}).items():  # validate all before changing anything
             if id(p) not in owned:
                 raise ValueError("set_mask: a masked tensor is not a parameter of this optimizer")
             if tuple(m.shape) != tuple(p.shape):
@@ -122,6 +116,10 @@ class ObjectiveOptimizer(Optimizer):
                 )
             if m.dtype != torch.bool:
                 raise TypeError(f"set_mask: masks must be boolean tensors, got {m.dtype}")
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p].pop(key, None)
+        for p, m in (masks or {}).items():
             self.state[p][key] = m.detach().to(p.device, copy=True)
         self._index_masks()
 
