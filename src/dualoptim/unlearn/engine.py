@@ -1,0 +1,372 @@
+"""The one forget/retain training loop of the project (Algorithm 1 of the paper).
+
+It takes a model, a method, the forget and retain sources, an optimizer built for a setting
+(joint, alternate, dual, dual+, 8-bit) and an :class:`EngineConfig`, and runs on accelerate:
+one CPU, one GPU, DDP, mixed precision. Gradient accumulation is done here, not by
+accelerate, so that every micro-batch of an optimizer step is of one kind and every process
+is in the same phase at every step: phases are whole optimizer steps by construction.
+
+Checkpoints hold the model, the optimizer (both objectives' states), the LR scheduler, the
+batch streams' positions, the RNG states and the curves so far, in one file written
+atomically and loaded with ``weights_only=True``. A resumed run ends bit-identical to an
+uninterrupted one (tests/test_engine.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from dualoptim.io import atomic_write
+from dualoptim.optim import Objective, ObjectiveOptimizer
+from dualoptim.unlearn.method import Method, RunState, Source
+from dualoptim.unlearn.schedule import Schedule, lr_factor
+from dualoptim.unlearn.stream import BatchStream
+
+CHECKPOINT_FILE = "checkpoint.pt"
+_CHECKPOINT_FORMAT = 1
+
+Evaluate = Callable[[nn.Module, RunState], Mapping[str, float]]
+
+
+@dataclass(frozen=True)
+class PhaseOptions:
+    """Per-phase loss weight (c_f, c_r) and gradient clipping (max norm, None = off)."""
+
+    weight: float = 1.0
+    clip_norm: float | None = None
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    schedule: Schedule
+    forget_batch: int = 256
+    retain_batch: int = 256
+    joint: bool = False
+    accumulation: int = 1
+    forget: PhaseOptions = PhaseOptions()
+    retain: PhaseOptions = PhaseOptions()
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    seed: int = 0
+    checkpoint_dir: Path | None = None
+    checkpoint_every: int = 0
+    eval_every: int = 0
+    record_grad_norms: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.accumulation < 1:
+            raise ValueError(f"accumulation must be >= 1, got {self.accumulation}")
+        if self.checkpoint_every < 0 or self.eval_every < 0:
+            raise ValueError("checkpoint_every and eval_every must be >= 0 (0 = never)")
+        if self.checkpoint_every and self.checkpoint_dir is None:
+            raise ValueError("checkpoint_every needs a checkpoint_dir")
+        lr_factor(self.lr_schedule, 1)  # validates the name
+
+
+@dataclass
+class RunResult:
+    """Steps made, curves recorded ({name: [(step, value), ...]}) and wall time."""
+
+    steps: dict[str, int]
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    seconds: float = 0.0
+    resumed_from_step: int | None = None
+
+
+class _Sources:
+    """The forget and retain sources with their batch streams."""
+
+    def __init__(
+        self, forget: Source | None, retain: Source | None, cfg: EngineConfig, world: int
+    ) -> None:
+        self.sources = {"forget": forget, "retain": retain}
+        self.streams: dict[str, BatchStream] = {}
+        for offset, (name, source, batch) in enumerate(
+            (("forget", forget, cfg.forget_batch), ("retain", retain, cfg.retain_batch))
+        ):
+            if source is not None:
+                if len(source) == 0:
+                    raise ValueError(f"the {name} set is empty")
+                self.streams[name] = BatchStream(len(source), batch, cfg.seed * 2 + offset, world)
+
+    def pass_length(self, name: str, accumulation: int) -> int:
+        """Optimizer steps for one pass over a set (0 when it is absent)."""
+        stream = self.streams.get(name)
+        return -(-stream.batches_per_pass // accumulation) if stream else 0
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy(), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+class Engine:
+    """One unlearning run; :func:`unlearn` is the usual entry point."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        method: Method,
+        forget: Source | None,
+        retain: Source | None,
+        optimizer: ObjectiveOptimizer,
+        config: EngineConfig,
+        *,
+        evaluate: Evaluate | None = None,
+        accelerator: Accelerator | None = None,
+    ) -> None:
+        self.cfg = config
+        self.accelerator = accelerator or Accelerator()
+        self.method = method
+        self.evaluate = evaluate
+        self.optimizer = optimizer
+        self.data = _Sources(forget, retain, config, self.accelerator.num_processes)
+        if config.joint and not (forget is not None and retain is not None):
+            raise ValueError("the joint setting needs both a forget and a retain set")
+        forget_pass = self.data.pass_length("forget", config.accumulation)
+        retain_pass = self.data.pass_length("retain", config.accumulation)
+        self.phases = config.schedule.cycle(forget_pass, retain_pass, config.joint)
+        for objective, steps in self.phases:
+            for name in ("forget", "retain") if objective is None else (objective,):
+                if steps and self.data.sources[name] is None:
+                    raise ValueError(f"the schedule makes {name} steps but there is no {name} set")
+        total = config.schedule.cycles * sum(n for _, n in self.phases)
+        self.run = RunState(total_steps=total)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_factor(config.lr_schedule, total, config.warmup_steps)
+        )
+        self.model, self.prepared = self.accelerator.prepare(model, optimizer)
+        self.result = RunResult(steps={"forget": 0, "retain": 0, "joint": 0})
+        self._position = (0, 0, 0)  # (cycle, phase index, steps done in that phase)
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def checkpoint_path(self) -> Path | None:
+        d = self.cfg.checkpoint_dir
+        return None if d is None else Path(d) / CHECKPOINT_FILE
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoint_path is None:
+            return
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return
+        state = {
+            "format": _CHECKPOINT_FORMAT,
+            "model": self.accelerator.unwrap_model(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "streams": {k: s.state_dict() for k, s in self.data.streams.items()},
+            "position": list(self._position),
+            "step": self.run.step,
+            "steps": dict(self.result.steps),
+            "curves": {k: [list(p) for p in v] for k, v in self.result.curves.items()},
+            "extras_seconds": self.result.seconds,
+            "rng": _rng_state(),
+        }
+        atomic_write(self.checkpoint_path, lambda f: torch.save(state, f))
+
+    def load_checkpoint(self) -> bool:
+        """Resume from the checkpoint if there is one; returns whether it did."""
+        path = self.checkpoint_path
+        if path is None or not path.exists():
+            return False
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise ValueError(f"checkpoint {path} is unreadable or corrupt: {err}") from err
+        if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not a dualoptim engine checkpoint")
+        try:
+            self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
+        except RuntimeError as err:
+            raise ValueError(f"checkpoint {path} is of another model: {err}") from err
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        for name, stream_state in state["streams"].items():
+            self.data.streams[name].load_state_dict(stream_state)
+        self._position = tuple(state["position"])
+        self.run.step = state["step"]
+        self.result.steps = dict(state["steps"])
+        self.result.curves = {k: [tuple(p) for p in v] for k, v in state["curves"].items()}
+        self.result.seconds = float(state["extras_seconds"])
+        self.result.resumed_from_step = self.run.step
+        _set_rng_state(state["rng"])
+        return True
+
+    # ------------------------------------------------------------------ steps
+    def _micro_batch(self, name: str) -> Any:
+        stream = self.data.streams[name]
+        index = stream.shard(stream.next(), self.accelerator.process_index)
+        return _to_device(self.data.sources[name].batch(index), self.accelerator.device)
+
+    def _loss(self, name: Objective, batch: Any) -> Tensor:
+        fn = self.method.forget_loss if name == "forget" else self.method.retain_loss
+        loss = fn(self.model, batch, self.run)
+        if loss is None:
+            raise ValueError(f"method {self.method.name!r} has no {name} loss for a {name} step")
+        if not bool(torch.isfinite(loss.detach()).all()):
+            raise FloatingPointError(
+                f"non-finite {name} loss ({float(loss.detach())}) at optimizer step "
+                f"{self.run.step} of method {self.method.name!r}"
+            )
+        return loss * getattr(self.cfg, name).weight
+
+    def _optimizer_step(self, objective: Objective | None) -> dict[str, float]:
+        """One optimizer step: accumulate micro-batches of one kind, clip, step."""
+        cfg, acc = self.cfg, self.accelerator
+        kinds: tuple[Objective, ...] = ("forget", "retain") if objective is None else (objective,)
+        losses = dict.fromkeys(kinds, 0.0)
+        for k in range(cfg.accumulation):
+            sync = k == cfg.accumulation - 1
+            with contextlib.nullcontext() if sync else acc.no_sync(self.model):
+                total = None
+                for kind in kinds:
+                    with acc.autocast():
+                        loss = self._loss(kind, self._micro_batch(kind))
+                    losses[kind] += float(loss.detach()) / cfg.accumulation
+                    total = loss if total is None else total + loss
+                acc.backward(total / cfg.accumulation)
+        step_as: Objective = objective or "retain"
+        record: dict[str, float] = {f"loss/{k}": v for k, v in losses.items()}
+        if step_as == "forget":
+            self.optimizer.mask_gradients("forget")  # clip the masked gradient (SFR-on)
+        clip = getattr(cfg, step_as).clip_norm
+        if clip is not None:
+            norm = acc.clip_grad_norm_(self.model.parameters(), clip)
+            record[f"grad_norm/{objective or 'joint'}"] = float(norm)
+        elif cfg.record_grad_norms:
+            norm = torch.nn.utils.get_total_norm(
+                [p.grad for p in self.model.parameters() if p.grad is not None]
+            )
+            record[f"grad_norm/{objective or 'joint'}"] = float(norm)
+        self.optimizer.objective = step_as
+        self.prepared.step()
+        self.prepared.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return record
+
+    def _record(self, values: Mapping[str, float]) -> None:
+        for name, value in values.items():
+            self.result.curves.setdefault(name, []).append((self.run.step, float(value)))
+
+    def _maybe_evaluate(self, force: bool = False) -> None:
+        every = self.cfg.eval_every
+        if self.evaluate is None or not (force or (every and self.run.step % every == 0)):
+            return
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        try:
+            values = self.evaluate(model, self.run)
+        finally:
+            model.train(was_training)
+        self._record({f"eval/{k}": v for k, v in values.items()})
+
+    # ------------------------------------------------------------------ the loop
+    def run_all(self, resume: bool = True) -> RunResult:
+        start = time.perf_counter()
+        # setup first, on the model as given (the original): a frozen teacher or reference
+        # copied after loading a checkpoint would be the half-unlearned model
+        self.method.setup(self.accelerator.unwrap_model(self.model), self.optimizer, self.run)
+        resumed = resume and self.load_checkpoint()
+        if not resumed:
+            self._maybe_evaluate(force=True)
+        self.model.train()
+        start_cycle, start_phase, start_done = self._position
+        bar = tqdm(
+            total=self.run.total_steps,
+            initial=self.run.step,
+            desc=f"unlearn {self.method.name}",
+            disable=not (self.cfg.progress and self.accelerator.is_main_process),
+            unit="step",
+        )
+        for cycle in range(start_cycle, self.cfg.schedule.cycles):
+            self.run.cycle = cycle
+            for index, (objective, steps) in enumerate(self.phases):
+                if (cycle, index) < (start_cycle, start_phase):
+                    continue
+                done = start_done if (cycle, index) == (start_cycle, start_phase) else 0
+                self.run.phase = objective
+                for step_in_phase in range(done, steps):
+                    record = self._optimizer_step(objective)
+                    self.run.step += 1
+                    self.result.steps[objective or "joint"] += 1
+                    self._position = (cycle, index, step_in_phase + 1)
+                    self._record(record)
+                    self._maybe_evaluate()
+                    bar.update(1)
+                    every = self.cfg.checkpoint_every
+                    if every and self.run.step % every == 0:
+                        self.result.seconds += time.perf_counter() - start
+                        start = time.perf_counter()
+                        self.save_checkpoint()
+        bar.close()
+        if not (self.cfg.eval_every and self.run.step % self.cfg.eval_every == 0):
+            self._maybe_evaluate(force=True)
+        self.result.seconds += time.perf_counter() - start
+        if self.cfg.checkpoint_every:
+            self.save_checkpoint()
+        return self.result
+
+
+def unlearn(
+    model: nn.Module,
+    method: Method,
+    forget: Source | None,
+    retain: Source | None,
+    optimizer: ObjectiveOptimizer,
+    config: EngineConfig,
+    *,
+    evaluate: Evaluate | None = None,
+    accelerator: Accelerator | None = None,
+    resume: bool = True,
+) -> RunResult:
+    """Run ``method`` on ``model`` under ``config``; resumes from a checkpoint if present."""
+    engine = Engine(
+        model, method, forget, retain, optimizer, config, evaluate=evaluate, accelerator=accelerator
+    )
+    return engine.run_all(resume=resume)
