@@ -85,8 +85,8 @@ def make_optimizer(name: str, params: Any) -> ObjectiveOptimizer:
             retain=functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=5e-4),
         )
     plus = {"forget_lr": 1e-2, "retain_lr": 1e-2, "weight_decay": 0.01, "compile": False}
-    if name == "plus":
-        return DualOptimPlus(params, **plus)
+    if name == "plus":  # the exact SPEC §1.4 rule, whose rounding sensitivity is measured here
+        return DualOptimPlus(params, bound_update=False, **plus)
     if name == "plus_8bit":
         return DualOptimPlus(params, state_bits=8, min_8bit_size=QUANTISED_NUMEL, **plus)
     raise ValueError(name)

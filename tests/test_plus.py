@@ -34,7 +34,13 @@ def test_matches_hand_reference_on_mixed_sequence(alpha: float) -> None:
     theta0 = torch.randn(N, generator=gen, dtype=torch.float64)
     p = torch.nn.Parameter(theta0.clone())
     opt = DualOptimPlus(
-        [p], forget_lr=3e-3, retain_lr=1e-3, weight_decay=0.1, alpha=alpha, compile=False
+        [p],
+        forget_lr=3e-3,
+        retain_lr=1e-3,
+        weight_decay=0.1,
+        alpha=alpha,
+        bound_update=False,
+        compile=False,
     )
     ref = PlusRef(lrs={"forget": 3e-3, "retain": 1e-3}, weight_decay=0.1, alpha=alpha)
     theta = theta0.tolist()
@@ -59,7 +65,13 @@ def test_alpha_zero_is_dual_optim_with_adam_on_both_sides() -> None:
     steps = list(zip(MIXED, grads, strict=True))
     p1 = torch.nn.Parameter(torch.ones(N, dtype=torch.float64))
     plus = DualOptimPlus(
-        [p1], forget_lr=1e-2, retain_lr=3e-3, weight_decay=0.1, alpha=0.0, compile=False
+        [p1],
+        forget_lr=1e-2,
+        retain_lr=3e-3,
+        weight_decay=0.1,
+        alpha=0.0,
+        bound_update=False,
+        compile=False,
     )
     p2 = torch.nn.Parameter(torch.ones(N, dtype=torch.float64))
     adamw = {"betas": (0.9, 0.95), "weight_decay": 0.1}
@@ -90,7 +102,7 @@ def test_limit_aligned_objectives_step_like_one_shared_adam_with_base_betas() ->
     _, grads = _slowly_varying(n, steps)
     sequence = [("forget" if t % 2 == 0 else "retain", g) for t, g in enumerate(grads)]
     p = torch.nn.Parameter(torch.zeros(n))
-    plus = DualOptimPlus([p], forget_lr=1.0, retain_lr=1.0, compile=False)
+    plus = DualOptimPlus([p], forget_lr=1.0, retain_lr=1.0, bound_update=False, compile=False)
     u_plus = updates(plus, p, sequence)
     q = torch.nn.Parameter(torch.zeros(n))
     adam = torch.optim.Adam([q], lr=1.0, betas=(0.9, 0.95))
@@ -123,7 +135,7 @@ def test_limit_opposed_objectives_at_one_to_one_step_like_dual_optim() -> None:
     base, _ = _slowly_varying(n, 1)
     sequence = _opposed(base, cycles=150, retain_steps=1)
     p = torch.nn.Parameter(torch.zeros(n))
-    plus = DualOptimPlus([p], forget_lr=1.0, retain_lr=1.0, compile=False)
+    plus = DualOptimPlus([p], forget_lr=1.0, retain_lr=1.0, bound_update=False, compile=False)
     u_plus = updates(plus, p, sequence)
     q = torch.nn.Parameter(torch.zeros(n))
     adam = OptimizerSpec("adam", {"lr": 1.0, "betas": (0.9, 0.95)})
@@ -141,7 +153,7 @@ def test_opposed_objectives_at_one_to_five_keep_a_base_momentum() -> None:
     phase; DO+ then differs from DO (measured 0.3-7.6% relative update difference)."""
     base, _ = _slowly_varying(64, 1)
     p = torch.nn.Parameter(torch.zeros(64))
-    plus = DualOptimPlus([p], forget_lr=1.0, retain_lr=1.0, compile=False)
+    plus = DualOptimPlus([p], forget_lr=1.0, retain_lr=1.0, bound_update=False, compile=False)
     updates(plus, p, _opposed(base, cycles=50, retain_steps=5))
     ratio = plus.state[p]["base_m"] / base
     assert ratio.max() < -0.7

@@ -1,0 +1,1 @@
+"""Tasks: vision, diffusion, LLM — each adds data, models, methods and metrics."""

@@ -1,0 +1,157 @@
+"""Each classification method, on a tiny CNN and digits with class 3 forgotten, moves forget
+accuracy toward the retrained model's (0% for a forgotten class); masks behave per SPEC §1.6."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from dualoptim.optim.settings import build_optimizer
+from dualoptim.tasks.vision.data import load_data, make_forget_split
+from dualoptim.tasks.vision.methods import (
+    FT,
+    GA,
+    RL,
+    SCRUB,
+    ImageSource,
+    SalUn,
+    SFRon,
+    mean_gradients,
+    top_fraction_mask,
+)
+from dualoptim.tasks.vision.models import build_model
+from dualoptim.tasks.vision.train import TrainRecipe, train_classifier
+from dualoptim.unlearn import EngineConfig, PhaseOptions, Schedule, unlearn
+
+FORGET = {"name": "adamw", "lr": 1e-2, "weight_decay": 0.05}
+RETAIN = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}
+
+
+def accuracy(model: torch.nn.Module, source: ImageSource) -> float:
+    model.eval()
+    with torch.no_grad():
+        return float((model(source.x).argmax(1) == source.y).float().mean()) * 100
+
+
+@pytest.fixture(scope="module")
+def world():
+    data = load_data("digits", per_class_train=80)
+    split = make_forget_split(data.train, classes=[3])
+    forget, retain = data.train.subset(split.forget), data.train.subset(split.retain)
+    torch.manual_seed(0)
+    original = build_model("cnn", in_channels=1, classes=10, image_size=8)
+    train_classifier(original, ImageSource(data.train.x, data.train.y), TrainRecipe(epochs=6))
+    return original, ImageSource(forget.x, forget.y), ImageSource(retain.x, retain.y)
+
+
+def make(name: str, forget: ImageSource, retain: ImageSource):
+    """(method, schedule, engine options) at a scale that runs in about a second."""
+    return {
+        "ft": (FT(), Schedule(3, forget_steps=0), {}),
+        "ga": (GA(), Schedule(1, retain_steps=0), {}),
+        "rl": (RL(len(forget), 10), Schedule(2), {}),
+        "salun": (SalUn(len(forget), 10, forget=forget, retain=retain), Schedule(2), {}),
+        "scrub": (SCRUB(), Schedule(5), {}),
+        "sfron": (
+            SFRon(forget=forget, retain=retain),
+            Schedule(10, 1, 5),
+            {"forget": PhaseOptions(clip_norm=7.0)},
+        ),
+    }[name]
+
+
+CASES = [
+    (method, setting)
+    for method in ("ft", "ga", "rl", "salun", "scrub", "sfron")
+    for setting in (
+        ("alternate", "dual") if method in ("ft", "ga") else ("alternate", "dual", "dual_plus")
+    )
+]
+
+
+@pytest.mark.parametrize(("method", "setting"), CASES)
+def test_method_moves_forget_accuracy_toward_the_retrained_model(method, setting, world) -> None:
+    original, forget, retain = world
+    assert accuracy(original, forget) == 100.0
+    model = copy.deepcopy(original)
+    algo, schedule, options = make(method, forget, retain)
+    opt = build_optimizer(
+        setting,
+        model.parameters(),
+        forget=FORGET,
+        retain=RETAIN,
+        plus={"retain_lr": 1e-3, "compile": False} if setting == "dual_plus" else None,
+    )
+    config = EngineConfig(schedule, forget_batch=64, retain_batch=128, progress=False, **options)
+    unlearn(model, algo, forget, retain, opt, config)
+    fa = accuracy(model, forget)
+    # FT only forgets by drifting (measured 91% after 3 epochs); the others unlearn directly
+    assert fa < (97.0 if method == "ft" else 50.0)
+    # GA destroys the retain set too. Under Alternate, SCRUB's max step on the shared SGD
+    # momentum also collapses it (measured RA 11%) -- the instability DualOptim addresses;
+    # the dual settings must keep it.
+    if method != "ga" and setting != "alternate":
+        assert accuracy(model, retain) > 60.0
+
+
+def test_salun_masks_both_objectives_and_sfron_only_forget(world) -> None:
+    original, forget, retain = world
+    for algo, masked in (
+        (SalUn(len(forget), 10, forget=forget, retain=retain), {"forget", "retain"}),
+        (SFRon(forget=forget, retain=retain), {"forget"}),
+    ):
+        model = copy.deepcopy(original)
+        opt = build_optimizer("dual", model.parameters(), forget=FORGET, retain=RETAIN)
+        config = EngineConfig(Schedule(1), forget_batch=64, retain_batch=128, progress=False)
+        frozen = {n: p.detach().clone() for n, p in model.named_parameters()}
+        unlearn(model, algo, forget, retain, opt, config)
+        params = dict(model.named_parameters())
+        with_mask = {o for o in ("forget", "retain") if opt.masks(o)}
+        assert with_mask == masked
+        if masked == {"forget", "retain"}:  # SalUn: masked weights never move
+            for p, m in opt.masks("forget").items():
+                name = next(n for n, q in params.items() if q is p)
+                assert torch.equal(p.detach()[~m], frozen[name][~m])
+
+
+def test_saliency_keeps_the_requested_fraction_globally() -> None:
+    scores = {"a": torch.arange(10.0), "b": torch.arange(10.0, 20.0)}
+    mask = top_fraction_mask(scores, 0.5)
+    assert mask["a"].sum() == 0
+    assert mask["b"].all()
+
+
+def test_mean_gradients_are_the_mean_of_batch_gradients(world) -> None:
+    original, forget, _ = world
+    model = copy.deepcopy(original)
+    batches = mean_gradients(model, forget, batch_size=len(forget), square=False)
+    model.eval()
+    model.zero_grad()
+    torch.nn.functional.cross_entropy(model(forget.x), forget.y).backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(batches[name], p.grad)
+
+
+def test_sfron_forget_weights_favour_low_loss_samples_and_decay_alpha() -> None:
+    model = torch.nn.Linear(4, 3)
+    x, y = torch.randn(6, 4), torch.randint(0, 3, (6,))
+    algo = SFRon(alpha=25.0)
+    from dualoptim.unlearn import RunState
+
+    start = algo.forget_loss(model, (x, y, torch.arange(6)), RunState(total_steps=10, step=0))
+    end = algo.forget_loss(model, (x, y, torch.arange(6)), RunState(total_steps=10, step=10))
+    losses = torch.nn.functional.cross_entropy(model(x), y, reduction="none").detach()
+    c = 1 / losses.sqrt()
+    expected = -25.0 * float((c / c.sum() * losses).sum())
+    assert float(start) == pytest.approx(expected, rel=1e-5)
+    assert float(end) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_scrub_needs_setup_and_rl_labels_are_fixed_per_example() -> None:
+    with pytest.raises(RuntimeError, match="setup was not run"):
+        SCRUB().forget_loss(torch.nn.Linear(4, 3), (torch.randn(2, 4), None, None), None)
+    rl = RL(forget_size=50, classes=10, seed=1)
+    assert torch.equal(rl.labels, RL(forget_size=50, classes=10, seed=1).labels)
+    assert int(rl.labels.max()) < 10
