@@ -1,0 +1,267 @@
+"""Image-classification unlearning end to end: data, original model, RT, methods, metrics.
+
+One original model per data set and training seed; one forget set and one RT per seed (SPEC
+§3.1: each seed draws its own forget set and RT). Original and RT weights are cached as
+safetensors under ``cache_dir``, keyed by a hash of everything that determines them, with
+RT's metrics beside them, so reference numbers are always measured, never typed in.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from dualoptim.io import write_json
+from dualoptim.optim.settings import build_optimizer
+from dualoptim.tasks.vision.data import ForgetSplit, ImageData, load_data, make_forget_split
+from dualoptim.tasks.vision.methods import FT, GA, RL, SCRUB, ImageSource, SalUn, SFRon
+from dualoptim.tasks.vision.metrics import evaluate, gap_and_std
+from dualoptim.tasks.vision.models import build_model
+from dualoptim.tasks.vision.train import TrainRecipe, train_classifier
+from dualoptim.unlearn import EngineConfig, PhaseOptions, Schedule, unlearn
+
+MethodName = Literal["ft", "ga", "rl", "salun", "scrub", "sfron"]
+SettingName = Literal["joint", "alternate", "dual", "dual_8bit", "dual_plus", "dual_plus_8bit"]
+METRICS = ("FA", "RA", "TA", "MIA")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    name: str = "digits"
+    root: str | None = None
+    per_class_train: int | None = None
+    per_class_test: int | None = None
+    forget_fraction: float | None = 0.1
+    forget_classes: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class UnlearnSpec:
+    """One method under one optimizer setting, with its step sizes and length."""
+
+    method: MethodName = "sfron"
+    setting: SettingName = "dual"
+    forget_lr: float = 1e-3  # η_f: AdamW's (dual settings) or the shared SGD's (alternate)
+    retain_lr: float = 0.01  # η_r of the pretraining optimizer (SGD, momentum 0.9)
+    plus_retain_lr: float = 1e-4  # DO+ is Adam-type on both sides
+    epochs: int = 5  # pass-based methods: one pass over D_f then one over D_r per epoch
+    iterations: int = 300  # SFR-on: forget every 5th iteration, retain every iteration
+    batch_size: int = 64
+    sfron_alpha: float = 25.0
+    salun_keep: float = 0.5
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} ({self.setting})"
+
+
+@dataclass(frozen=True)
+class VisionExperiment:
+    data: DataSpec = field(default_factory=DataSpec)
+    model: str = "cnn"
+    train: TrainRecipe = field(default_factory=TrainRecipe)
+    train_seed: int = 0
+    runs: tuple[UnlearnSpec, ...] = (
+        UnlearnSpec("sfron", "alternate", forget_lr=0.01),
+        UnlearnSpec("sfron", "dual"),
+    )
+    seeds: tuple[int, ...] = (0, 1, 2)
+    cache_dir: str = "results/cache/vision"
+
+
+@dataclass
+class World:
+    """Everything one seed's runs share."""
+
+    data: ImageData
+    split: ForgetSplit
+    original: nn.Module
+    rt_metrics: dict[str, float]
+    rt_seconds: float
+
+    @property
+    def sources(self) -> tuple[ImageSource, ImageSource]:
+        f, r = self.data.train.subset(self.split.forget), self.data.train.subset(self.split.retain)
+        return ImageSource(f.x, f.y), ImageSource(r.x, r.y)
+
+
+def _key(*parts: Any) -> str:
+    text = json.dumps(
+        [asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _new_model(exp: VisionExperiment, data: ImageData, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    _, channels, size, _ = data.train.x.shape
+    return build_model(exp.model, in_channels=channels, classes=data.train.classes, image_size=size)
+
+
+def _trained(
+    exp: VisionExperiment, data: ImageData, source: ImageSource, seed: int, path: Path
+) -> tuple[nn.Module, float]:
+    """A model trained on ``source``, loaded from ``path`` when cached; (model, seconds)."""
+    model = _new_model(exp, data, seed)
+    meta = path.with_suffix(".json")
+    if path.exists() and meta.exists():
+        model.load_state_dict(load_file(path))
+        return model, float(json.loads(meta.read_text())["seconds"])
+    start = time.perf_counter()
+    train_classifier(model, source, exp.train, seed=seed)
+    seconds = time.perf_counter() - start
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
+    tmp.replace(path)
+    write_json(meta, {"seconds": seconds})
+    return model, seconds
+
+
+def prepare(exp: VisionExperiment, seed: int) -> World:
+    """Data, this seed's forget set, the (cached) original model and RT's metrics."""
+    d = exp.data
+    data = load_data(
+        d.name, d.root, per_class_train=d.per_class_train, per_class_test=d.per_class_test
+    )
+    split = make_forget_split(
+        data.train, fraction=d.forget_fraction, classes=d.forget_classes, seed=seed
+    )
+    cache = Path(exp.cache_dir)
+    data_key = (d.name, d.per_class_train, d.per_class_test)
+    original, _ = _trained(
+        exp,
+        data,
+        ImageSource(data.train.x, data.train.y),
+        exp.train_seed,
+        cache / f"original-{_key(data_key, exp.model, exp.train, exp.train_seed)}.safetensors",
+    )
+    retain = data.train.subset(split.retain)
+    rt_path = cache / f"rt-{_key(data_key, exp.model, exp.train, split.description)}.safetensors"
+    rt, rt_seconds = _trained(exp, data, ImageSource(retain.x, retain.y), seed, rt_path)
+    rt_metrics = _evaluate(rt, data, split)
+    return World(data, split, original, rt_metrics, rt_seconds)
+
+
+def _evaluate(model: nn.Module, data: ImageData, split: ForgetSplit) -> dict[str, float]:
+    return evaluate(
+        model, data.train.x, data.train.y, split.forget, split.retain, data.test.x, data.test.y
+    )
+
+
+def build_run(spec: UnlearnSpec, world: World, seed: int):
+    """(method, schedule, engine options) of ``spec`` on this seed's data."""
+    forget, retain = world.sources
+    classes = world.data.train.classes
+    options: dict[str, Any] = {}
+    if spec.method == "ft":
+        return FT(), Schedule(spec.epochs, forget_steps=0), options
+    if spec.method == "ga":
+        return GA(), Schedule(spec.epochs, retain_steps=0), options
+    if spec.method == "sfron":
+        options = {"forget": PhaseOptions(clip_norm=7.0), "lr_schedule": "cosine"}
+        method = SFRon(
+            forget=forget, retain=retain, alpha=spec.sfron_alpha, batch_size=spec.batch_size
+        )
+        return method, Schedule(max(1, spec.iterations // 5), 1, 5), options
+    if spec.method == "rl":
+        return RL(len(forget), classes, seed=seed), Schedule(spec.epochs), options
+    if spec.method == "salun":
+        method = SalUn(
+            len(forget),
+            classes,
+            seed=seed,
+            forget=forget,
+            retain=retain,
+            keep=spec.salun_keep,
+            batch_size=spec.batch_size,
+        )
+        return method, Schedule(spec.epochs), options
+    if spec.method == "scrub":
+        return SCRUB(), Schedule(spec.epochs), options
+    raise ValueError(f"unknown method {spec.method!r}")
+
+
+def run_unlearning(spec: UnlearnSpec, world: World, seed: int) -> dict[str, float]:
+    """Unlearn with ``spec`` from this seed's original model; metrics plus seconds."""
+    model = copy.deepcopy(world.original)
+    method, schedule, options = build_run(spec, world, seed)
+    per_phase = spec.setting == "alternate" and spec.method in ("rl", "salun", "scrub")
+    shared_lr = spec.setting in ("joint", "alternate") and not per_phase
+    optimizer = build_optimizer(
+        spec.setting,
+        model.parameters(),
+        forget={"name": "adamw", "lr": spec.forget_lr, "weight_decay": 0.05},
+        retain={
+            "name": "sgd",
+            "lr": spec.forget_lr if shared_lr else spec.retain_lr,
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+        },
+        plus={"retain_lr": spec.plus_retain_lr} if spec.setting.startswith("dual_plus") else None,
+        per_phase_lr=per_phase,
+    )
+    config = EngineConfig(
+        schedule,
+        forget_batch=spec.batch_size,
+        retain_batch=spec.batch_size,
+        joint=spec.setting == "joint",
+        seed=seed,
+        progress=False,
+        **options,
+    )
+    forget, retain = world.sources
+    start = time.perf_counter()
+    unlearn(model, method, forget, retain, optimizer, config)
+    seconds = time.perf_counter() - start
+    return {**_evaluate(model, world.data, world.split), "seconds": seconds}
+
+
+@dataclass
+class Report:
+    rt: list[dict[str, float]]
+    runs: dict[str, list[dict[str, float]]]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per method and setting (RT first): per-metric mean, std, |gap|; Gap, Std."""
+        out = []
+        for label, runs in [("RT", self.rt), *self.runs.items()]:
+            gap, std, per_metric = gap_and_std(runs, self.rt, METRICS)
+            seconds = [r["seconds"] for r in runs]
+            rt_seconds = [r["seconds"] for r in self.rt]
+            out.append(
+                {
+                    "method": label,
+                    "gap": gap,
+                    "std": std,
+                    "metrics": per_metric,
+                    "seconds": sum(seconds) / len(seconds),
+                    "time_vs_rt": sum(seconds) / sum(rt_seconds),
+                }
+            )
+        return out
+
+
+def run_experiment(exp: VisionExperiment, out_dir: Path | None = None) -> Report:
+    report = Report(rt=[], runs={spec.label: [] for spec in exp.runs})
+    for seed in exp.seeds:
+        world = prepare(exp, seed)
+        report.rt.append({**world.rt_metrics, "seconds": world.rt_seconds})
+        for spec in exp.runs:
+            report.runs[spec.label].append(run_unlearning(spec, world, seed))
+    if out_dir is not None:
+        write_json(
+            out_dir / "report.json", {"rt": report.rt, "runs": report.runs, "rows": report.rows()}
+        )
+    return report

@@ -1,0 +1,50 @@
+"""Classification end to end: cached original and RT models, one forget set and RT per seed,
+the report's Gap and Std computed against RT measured on the same forget sets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dualoptim.tasks.vision.experiment import (
+    DataSpec,
+    UnlearnSpec,
+    VisionExperiment,
+    run_experiment,
+)
+from dualoptim.tasks.vision.train import TrainRecipe
+
+
+def tiny(cache: Path) -> VisionExperiment:
+    return VisionExperiment(
+        data=DataSpec(per_class_train=30, per_class_test=10),
+        train=TrainRecipe(epochs=4),
+        runs=(
+            UnlearnSpec("sfron", "alternate", forget_lr=0.01, iterations=20),
+            UnlearnSpec("sfron", "dual", iterations=20),
+        ),
+        seeds=(0, 1),
+        cache_dir=str(cache),
+    )
+
+
+@pytest.mark.slow
+def test_experiment_caches_models_and_reports_gap_against_rt(tmp_path: Path) -> None:
+    exp = tiny(tmp_path / "cache")
+    report = run_experiment(exp, out_dir=tmp_path / "out")
+    cached = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").glob("*.safetensors"))
+    assert cached == ["original", "rt", "rt"]  # one original, one RT per forget set (seed)
+    assert report.rt[0]["FA"] != report.rt[1]["FA"] or report.rt[0]["MIA"] != report.rt[1]["MIA"]
+    rows = {row["method"]: row for row in report.rows()}
+    assert set(rows) == {"RT", "sfron (alternate)", "sfron (dual)"}
+    assert rows["RT"]["gap"] == 0.0
+    assert all(len(runs) == 2 for runs in report.runs.values())
+    written = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert written["rows"][0]["method"] == "RT"
+
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").iterdir()}
+    again = run_experiment(exp)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").iterdir()} == mtimes
+    assert again.rt == report.rt  # RT is loaded, not retrained: same metrics, same seconds
