@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
+from importlib import resources
 from pathlib import Path
 
+from rich.console import Console
+
 import dualoptim
+from dualoptim.config import ConfigError, load_config
 
 
 def _at_least(minimum: int) -> Callable[[str], int]:
@@ -48,15 +52,117 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_demo)
 
 
+def _named_config(name_or_path: str) -> Path:
+    """A config file: a path, or the name of one shipped in dualoptim/configs/vision."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    shipped = resources.files("dualoptim") / "configs" / "vision" / f"{name_or_path}.yaml"
+    if not shipped.is_file():
+        names = sorted(
+            p.name[:-5]
+            for p in (resources.files("dualoptim") / "configs" / "vision").iterdir()
+            if p.name.endswith(".yaml")
+        )
+        raise ConfigError(f"no config file or named config {name_or_path!r}; named: {names}")
+    return Path(str(shipped))
+
+
+def _experiment(args: argparse.Namespace):
+    from dualoptim.tasks.vision.experiment import VisionExperiment
+
+    return load_config(VisionExperiment, _named_config(args.config), args.overrides)
+
+
+def _unlearn(args: argparse.Namespace) -> int:
+    from dualoptim.tasks.vision.experiment import report_table, run_experiment
+
+    exp = _experiment(args)  # the whole configuration is validated before any training
+    out = args.out / Path(args.config).stem
+    report = run_experiment(exp, out_dir=out, progress=True)
+    Console().print(report_table(report, f"{args.config}: {len(exp.seeds)} seeds"))
+    Console().print(f"wrote {out / 'report.json'}")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    """train / retrain / evaluate: the reference models of each seed and their metrics."""
+    from rich.table import Table
+
+    from dualoptim.tasks.vision import experiment as ex
+
+    exp = _experiment(args)
+    data = ex.load_experiment_data(exp)
+    splits = {seed: ex.forget_split(exp, data, seed) for seed in exp.seeds}  # before training
+    original, seconds = ex.original_model(exp, data)
+    table = Table(title=f"{args.command}: {args.config}")
+    for column in ("model", "seed", "FA", "RA", "TA", "MIA", "MIA_efficacy", "train s"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for seed, split in splits.items():
+        rows = []
+        if args.command in ("train", "evaluate"):
+            rows.append(("original", original, seconds))
+        if args.command in ("retrain", "evaluate"):
+            rows.append(("RT", *ex.retrained_model(exp, data, split, seed)))
+        for name, model, train_seconds in rows:
+            m = ex.evaluate_model(model, data, split)
+            table.add_row(
+                name,
+                str(seed),
+                *(f"{m[k]:.2f}" for k in ("FA", "RA", "TA", "MIA", "MIA_efficacy")),
+                f"{train_seconds:.1f}",
+            )
+    Console().print(table)
+    return 0
+
+
+def _add_vision(subparsers: argparse._SubParsersAction) -> None:
+    helps = {
+        "unlearn": "run the config's methods and settings over its seeds; print the table",
+        "train": "train (or load from the cache) the original model",
+        "retrain": "train (or load) RT, the model retrained on D_r, for each seed",
+        "evaluate": "FA/RA/TA/MIA of the original model and of RT for each seed",
+    }
+    for command, text in helps.items():
+        parser = subparsers.add_parser(command, help=text, description=text)
+        parser.add_argument(
+            "--config",
+            default="digits",
+            help="a YAML file or a named config (digits, cifar10-resnet18)",
+        )
+        parser.add_argument(
+            "overrides",
+            nargs="*",
+            metavar="key=value",
+            help="override config values, e.g. seeds=[0,1] train.epochs=5",
+        )
+        if command == "unlearn":
+            parser.add_argument(
+                "--out",
+                type=Path,
+                default=Path("results/vision"),
+                help="where report.json goes (a folder per config)",
+            )
+            parser.set_defaults(handler=_unlearn)
+        else:
+            parser.set_defaults(handler=_models, command=command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dualoptim", description=dualoptim.__doc__)
     parser.add_argument("--version", action="version", version=dualoptim.__version__)
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_demo(subparsers)
+    _add_vision(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dualoptim`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    return args.handler(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ConfigError, ValueError, FileNotFoundError, ImportError) as err:
+        # bad input: one clear line, not a traceback (earlier results are left as they were)
+        parser.exit(2, f"dualoptim: error: {err}\n")

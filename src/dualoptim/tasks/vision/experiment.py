@@ -17,15 +17,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from rich.progress import Progress
+from rich.table import Table
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from dualoptim.config import to_dict
 from dualoptim.io import write_json
 from dualoptim.optim.settings import build_optimizer
-from dualoptim.tasks.vision.data import ForgetSplit, ImageData, load_data, make_forget_split
+from dualoptim.tasks.vision.data import (
+    DATASETS,
+    ForgetSplit,
+    ImageData,
+    load_data,
+    make_forget_split,
+)
 from dualoptim.tasks.vision.methods import FT, GA, RL, SCRUB, ImageSource, SalUn, SFRon
 from dualoptim.tasks.vision.metrics import evaluate, gap_and_std
-from dualoptim.tasks.vision.models import build_model
+from dualoptim.tasks.vision.models import MODELS, build_model
 from dualoptim.tasks.vision.train import TrainRecipe, train_classifier
 from dualoptim.unlearn import EngineConfig, PhaseOptions, Schedule, unlearn
 
@@ -43,6 +52,12 @@ class DataSpec:
     forget_fraction: float | None = 0.1
     forget_classes: tuple[int, ...] | None = None
 
+    def __post_init__(self) -> None:
+        if (self.forget_fraction is None) == (self.forget_classes is None):
+            raise ValueError("set exactly one of forget_fraction and forget_classes")
+        if self.forget_fraction is not None and not 0 < self.forget_fraction < 1:
+            raise ValueError(f"forget_fraction must lie in (0, 1), got {self.forget_fraction}")
+
 
 @dataclass(frozen=True)
 class UnlearnSpec:
@@ -58,6 +73,16 @@ class UnlearnSpec:
     batch_size: int = 64
     sfron_alpha: float = 25.0
     salun_keep: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "iterations", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("forget_lr", "retain_lr", "plus_retain_lr", "sfron_alpha"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0 < self.salun_keep <= 1:
+            raise ValueError(f"salun_keep must lie in (0, 1], got {self.salun_keep}")
 
     @property
     def label(self) -> str:
@@ -76,6 +101,18 @@ class VisionExperiment:
     )
     seeds: tuple[int, ...] = (0, 1, 2)
     cache_dir: str = "results/cache/vision"
+
+    def __post_init__(self) -> None:
+        if self.data.name not in DATASETS and not self.data.name.endswith(".npz"):
+            raise ValueError(
+                f"data.name {self.data.name!r} is not one of {', '.join(DATASETS)} or an .npz"
+            )
+        if self.model not in MODELS and not self.model.startswith("tv:"):
+            raise ValueError(f"model {self.model!r} is not one of {', '.join(MODELS)}, tv:<name>")
+        if not self.seeds:
+            raise ValueError("seeds is empty")
+        if not self.runs:
+            raise ValueError("runs is empty: name at least one method and setting")
 
 
 @dataclass
@@ -129,32 +166,53 @@ def _trained(
     return model, seconds
 
 
-def prepare(exp: VisionExperiment, seed: int) -> World:
-    """Data, this seed's forget set, the (cached) original model and RT's metrics."""
+def load_experiment_data(exp: VisionExperiment) -> ImageData:
     d = exp.data
-    data = load_data(
+    return load_data(
         d.name, d.root, per_class_train=d.per_class_train, per_class_test=d.per_class_test
     )
-    split = make_forget_split(
+
+
+def original_model(exp: VisionExperiment, data: ImageData) -> tuple[nn.Module, float]:
+    """The model trained on all of D_train (cached): (model, training seconds)."""
+    d = exp.data
+    key = _key((d.name, d.per_class_train, d.per_class_test), exp.model, exp.train, exp.train_seed)
+    source = ImageSource(data.train.x, data.train.y)
+    return _trained(
+        exp, data, source, exp.train_seed, Path(exp.cache_dir) / f"original-{key}.safetensors"
+    )
+
+
+def forget_split(exp: VisionExperiment, data: ImageData, seed: int) -> ForgetSplit:
+    d = exp.data
+    return make_forget_split(
         data.train, fraction=d.forget_fraction, classes=d.forget_classes, seed=seed
     )
-    cache = Path(exp.cache_dir)
-    data_key = (d.name, d.per_class_train, d.per_class_test)
-    original, _ = _trained(
-        exp,
-        data,
-        ImageSource(data.train.x, data.train.y),
-        exp.train_seed,
-        cache / f"original-{_key(data_key, exp.model, exp.train, exp.train_seed)}.safetensors",
+
+
+def retrained_model(
+    exp: VisionExperiment, data: ImageData, split: ForgetSplit, seed: int
+) -> tuple[nn.Module, float]:
+    """RT: trained from scratch on this forget set's D_r (cached): (model, seconds)."""
+    d = exp.data
+    key = _key(
+        (d.name, d.per_class_train, d.per_class_test), exp.model, exp.train, split.description
     )
     retain = data.train.subset(split.retain)
-    rt_path = cache / f"rt-{_key(data_key, exp.model, exp.train, split.description)}.safetensors"
-    rt, rt_seconds = _trained(exp, data, ImageSource(retain.x, retain.y), seed, rt_path)
-    rt_metrics = _evaluate(rt, data, split)
-    return World(data, split, original, rt_metrics, rt_seconds)
+    source = ImageSource(retain.x, retain.y)
+    return _trained(exp, data, source, seed, Path(exp.cache_dir) / f"rt-{key}.safetensors")
 
 
-def _evaluate(model: nn.Module, data: ImageData, split: ForgetSplit) -> dict[str, float]:
+def prepare(exp: VisionExperiment, seed: int, data: ImageData | None = None) -> World:
+    """Data, this seed's forget set, the (cached) original model and RT's metrics."""
+    data = data if data is not None else load_experiment_data(exp)
+    split = forget_split(exp, data, seed)
+    original, _ = original_model(exp, data)
+    rt, rt_seconds = retrained_model(exp, data, split, seed)
+    return World(data, split, original, evaluate_model(rt, data, split), rt_seconds)
+
+
+def evaluate_model(model: nn.Module, data: ImageData, split: ForgetSplit) -> dict[str, float]:
     return evaluate(
         model, data.train.x, data.train.y, split.forget, split.retain, data.test.x, data.test.y
     )
@@ -225,7 +283,7 @@ def run_unlearning(spec: UnlearnSpec, world: World, seed: int) -> dict[str, floa
     start = time.perf_counter()
     unlearn(model, method, forget, retain, optimizer, config)
     seconds = time.perf_counter() - start
-    return {**_evaluate(model, world.data, world.split), "seconds": seconds}
+    return {**evaluate_model(model, world.data, world.split), "seconds": seconds}
 
 
 @dataclass
@@ -253,15 +311,48 @@ class Report:
         return out
 
 
-def run_experiment(exp: VisionExperiment, out_dir: Path | None = None) -> Report:
+def run_experiment(
+    exp: VisionExperiment, out_dir: Path | None = None, progress: bool = False
+) -> Report:
+    """Every run of ``exp`` on every seed; the report is written atomically to ``out_dir``."""
     report = Report(rt=[], runs={spec.label: [] for spec in exp.runs})
-    for seed in exp.seeds:
-        world = prepare(exp, seed)
-        report.rt.append({**world.rt_metrics, "seconds": world.rt_seconds})
-        for spec in exp.runs:
-            report.runs[spec.label].append(run_unlearning(spec, world, seed))
+    data = load_experiment_data(exp)
+    for seed in exp.seeds:  # every forget set is checked before anything trains
+        forget_split(exp, data, seed)
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task("unlearning", total=len(exp.seeds) * (1 + len(exp.runs)))
+        for seed in exp.seeds:
+            bar.update(task, description=f"seed {seed}: original model and RT")
+            world = prepare(exp, seed, data)
+            report.rt.append({**world.rt_metrics, "seconds": world.rt_seconds})
+            bar.advance(task)
+            for spec in exp.runs:
+                bar.update(task, description=f"seed {seed}: {spec.label}")
+                report.runs[spec.label].append(run_unlearning(spec, world, seed))
+                bar.advance(task)
     if out_dir is not None:
         write_json(
-            out_dir / "report.json", {"rt": report.rt, "runs": report.runs, "rows": report.rows()}
+            out_dir / "report.json",
+            {"config": to_dict(exp), "rt": report.rt, "runs": report.runs, "rows": report.rows()},
         )
     return report
+
+
+def report_table(report: Report, title: str) -> Table:
+    """The paper's layout: per metric mean ± std (|gap to RT|), then Gap and Std."""
+    table = Table(title=title)
+    for column in ("method", *METRICS, "Gap ↓", "Std ↓", "time / RT"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for row in report.rows():
+        cells = [
+            f"{m['mean']:.2f} ± {m['std']:.2f} ({m['gap']:.2f})"
+            for m in (row["metrics"][k] for k in METRICS)
+        ]
+        table.add_row(
+            row["method"],
+            *cells,
+            f"{row['gap']:.2f}",
+            f"{row['std']:.2f}",
+            f"{row['time_vs_rt']:.2f}",
+        )
+    return table

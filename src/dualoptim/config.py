@@ -1,0 +1,199 @@
+"""Typed configs: frozen dataclasses built from YAML files plus ``key=value`` overrides.
+
+The whole configuration is checked before any training starts, so a typo or a wrong value fails
+at once with an error that names the key path (``train.epochs``) and what would be allowed,
+instead of hours later or never.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+__all__ = ["ConfigError", "from_dict", "load_config", "merge", "parse_overrides", "to_dict"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or invalid; the message names the key path."""
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-4`` as a float (YAML 1.1 wants a dot: ``1.0e-4``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # safe: _Loader is a SafeLoader
+
+
+def _join(where: str, key: object) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _type_name(tp: Any) -> str:
+    return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
+
+
+def _wrong(where: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError(f"{where}: expected {expected}, got {value!r} ({type(value).__name__})")
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    """``value`` checked against (and, for Path, float and containers, converted to) ``tp``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return value if isinstance(value, tp) else from_dict(tp, value, where=where)
+    if origin is Literal:
+        # bool is an int: match the type too, so True does not pass for Literal[1]
+        if any(value == a and type(value) is type(a) for a in args):
+            return value
+        allowed = ", ".join(repr(a) for a in args)
+        raise ConfigError(f"{where}: got {value!r}; allowed values: {allowed}")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        members = [a for a in args if a is not type(None)]
+        if len(members) == 1:  # Optional[X]; wider unions would make error messages guesswork
+            return _convert(members[0], value, where)
+    if origin is list or (origin is tuple and len(args) == 2 and args[1] is Ellipsis):
+        if not isinstance(value, list | tuple):
+            raise _wrong(where, _type_name(tp), value)
+        items = [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise _wrong(where, _type_name(tp), value)
+        key_type, value_type = args
+        return {
+            _convert(key_type, k, _join(where, k)): _convert(value_type, v, _join(where, k))
+            for k, v in value.items()
+        }
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise _wrong(where, "float", value)
+    if tp is Path:
+        if isinstance(value, str | Path):
+            return Path(value)
+        raise _wrong(where, "path (string)", value)
+    if tp in (int, bool, str):
+        # type() rather than isinstance(): bool is an int, but True is not a valid epoch count
+        if type(value) is tp:
+            return value
+        raise _wrong(where, tp.__name__, value)
+    raise TypeError(f"{where}: unsupported config field type {tp!r}")
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], *, where: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``, checking every key and value against its fields.
+
+    ``where`` is the key path of ``data`` inside the whole config, used to prefix error messages.
+    """
+    if not isinstance(data, Mapping):
+        raise _wrong(where or cls.__name__, f"a mapping for {cls.__name__}", data)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        allowed = ", ".join(fields)
+        raise ConfigError(f"{_join(where, unknown[0])}: unknown key; allowed keys: {allowed}")
+    kwargs = {}
+    for name, field in fields.items():
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], _join(where, name))
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{_join(where, name)}: missing required key")
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:  # a __post_init__ check: point at the config section it came from
+        raise ConfigError(f"{where or cls.__name__}: {exc}") from exc
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """Turn command-line ``a.b=value`` items into a nested dict; values are read as YAML.
+
+    So ``seeds=[0,1]``, ``flag=true``, ``x=null`` and ``lr=1e-4`` get their natural types.
+    Later items win over earlier ones.
+    """
+    result: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"override {item!r}: expected key=value (key may be dotted: a.b=1)")
+        try:
+            value = _load_yaml(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: invalid YAML value: {exc}") from exc
+        node = result
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = value
+    return result
+
+
+def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``overrides`` into a copy of ``base``: nested sections merge, other values win."""
+    result = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = merge(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+    """Read the YAML file at ``path`` (if any), apply ``overrides`` and build a checked ``cls``."""
+    data: Any = {}
+    if path is not None:
+        try:
+            data = _load_yaml(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config file: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+        if data is None:  # an empty file: all defaults
+            data = {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path}: expected a mapping at the top level, got {data!r}")
+    return from_dict(cls, merge(data, parse_overrides(overrides)))
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """``config`` as plain JSON/YAML-able data for records; from_dict reads it back."""
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"to_dict needs a dataclass instance, got {config!r}")
+    return _plain(config)
+
+
+def _plain(value: Any) -> Any:
+    """Paths become str and tuples lists: JSON and safe YAML have neither."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value

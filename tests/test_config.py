@@ -1,0 +1,210 @@
+"""Configs are checked in full before training: every bad value names its key path."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+import pytest
+import yaml
+
+from dualoptim.config import (
+    ConfigError,
+    from_dict,
+    load_config,
+    merge,
+    parse_overrides,
+    to_dict,
+)
+
+
+@dataclass(frozen=True)
+class Train:
+    epochs: int
+    lr: float = 1e-3
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    seeds: tuple[int, ...] = (0,)
+    clip: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    train: Train
+    out_dir: Path = Path("results")
+    checkpoint: Optional[Path] = None  # noqa: UP045 - typing.Optional must work too
+    tags: list[str] = field(default_factory=list)
+    extra: dict[str, float] = field(default_factory=dict)
+    verbose: bool = False
+
+
+FULL = {
+    "name": "sfron",
+    "train": {"epochs": 3, "lr": 0.1, "optimizer": "sgd", "seeds": [0, 1], "clip": 1.0},
+    "out_dir": "runs/a",
+    "checkpoint": "ckpt/model.pt",
+    "tags": ["x"],
+    "extra": {"beta": 0.5},
+    "verbose": True,
+}
+
+
+def test_from_dict_builds_typed_nested_config() -> None:
+    config = from_dict(Experiment, FULL)
+    assert config.train == Train(epochs=3, lr=0.1, optimizer="sgd", seeds=(0, 1), clip=1.0)
+    assert config.out_dir == Path("runs/a")
+    assert config.checkpoint == Path("ckpt/model.pt")
+    assert config.extra == {"beta": 0.5}
+
+
+def test_defaults_fill_absent_fields_and_ints_pass_as_floats() -> None:
+    config = from_dict(Experiment, {"name": "a", "train": {"epochs": 2, "lr": 1}})
+    assert config.train == Train(epochs=2, lr=1.0)
+    assert isinstance(config.train.lr, float)
+    assert config.out_dir == Path("results")
+    assert config.checkpoint is None
+    assert config.tags == []
+
+
+def test_to_dict_is_plain_data_that_round_trips() -> None:
+    config = from_dict(Experiment, FULL)
+    data = to_dict(config)
+    assert data == FULL
+    assert json.loads(json.dumps(data)) == data
+    assert yaml.safe_load(yaml.safe_dump(data)) == data
+    assert from_dict(Experiment, data) == config
+
+
+def test_parse_overrides_builds_nested_typed_values() -> None:
+    overrides = parse_overrides(
+        ["train.epochs=3", "name=sfron", "train.seeds=[0,1,2]", "verbose=true", "checkpoint=null"]
+    )
+    assert overrides == {
+        "train": {"epochs": 3, "seeds": [0, 1, 2]},
+        "name": "sfron",
+        "verbose": True,
+        "checkpoint": None,
+    }
+
+
+def test_parse_overrides_reads_exponent_floats_and_later_items_win() -> None:
+    assert parse_overrides(["lr=1e-4", "lr=2E-3", "a.b=1", "a=2"]) == {"lr": 2e-3, "a": 2}
+    assert parse_overrides(["a=1", "a.b=2"]) == {"a": {"b": 2}}
+
+
+@pytest.mark.parametrize("item", ["epochs", "=3", "a..b=1"])
+def test_parse_overrides_rejects_items_without_a_key(item: str) -> None:
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides([item])
+
+
+def test_parse_overrides_rejects_invalid_yaml_value() -> None:
+    with pytest.raises(ConfigError, match=r"seeds=\[0,1"):
+        parse_overrides(["seeds=[0,1"])
+
+
+def test_merge_is_deep_and_leaves_inputs_alone() -> None:
+    base = {"train": {"epochs": 1, "lr": 0.1}, "name": "a", "tags": ["x"]}
+    merged = merge(base, {"train": {"epochs": 5}, "tags": ["y"], "verbose": True})
+    assert merged == {
+        "train": {"epochs": 5, "lr": 0.1},
+        "name": "a",
+        "tags": ["y"],
+        "verbose": True,
+    }
+    assert base == {"train": {"epochs": 1, "lr": 0.1}, "name": "a", "tags": ["x"]}
+
+
+def with_train(**train: object) -> dict[str, object]:
+    return {"name": "a", "train": {"epochs": 1, **train}}
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (with_train(epochz=3), r"train\.epochz: unknown key; allowed keys: epochs, lr, optimizer"),
+        ({"name": "a", "train": {"epochs": 1}, "nmae": 1}, r"^nmae: unknown key.*name, train"),
+        (with_train(epochs="ten"), r"train\.epochs: expected int, got 'ten' \(str\)"),
+        (with_train(epochs=2.0), r"train\.epochs: expected int, got 2\.0"),
+        (with_train(epochs=True), r"train\.epochs: expected int, got True"),
+        (with_train(lr="fast"), r"train\.lr: expected float, got 'fast'"),
+        (
+            with_train(optimizer="adam"),
+            r"train\.optimizer: got 'adam'; allowed values: 'adamw', 'sgd'",
+        ),
+        (with_train(seeds=3), r"train\.seeds: expected tuple\[int, \.\.\.\], got 3"),
+        (with_train(seeds=[0, "1"]), r"train\.seeds\[1\]: expected int, got '1'"),
+        (with_train(clip="big"), r"train\.clip: expected float, got 'big'"),
+        (with_train(epochs=0), r"train: epochs must be >= 1, got 0"),
+        ({"name": "a", "train": {}}, r"train\.epochs: missing required key"),
+        ({"train": {"epochs": 1}}, r"^name: missing required key"),
+        ({"name": "a", "train": 3}, r"train: expected a mapping for Train, got 3"),
+        ({**with_train(), "verbose": "yes"}, r"verbose: expected bool, got 'yes'"),
+        ({**with_train(), "out_dir": 5}, r"out_dir: expected path \(string\), got 5"),
+        ({**with_train(), "tags": ["x", 1]}, r"tags\[1\]: expected str, got 1"),
+        ({**with_train(), "extra": {"beta": "hi"}}, r"extra\.beta: expected float, got 'hi'"),
+        ({**with_train(), "extra": [1]}, r"extra: expected dict\[str, float\], got \[1\]"),
+    ],
+)
+def test_from_dict_errors_name_the_key_path(data: dict[str, object], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        from_dict(Experiment, data)
+
+
+def test_where_prefixes_error_paths() -> None:
+    with pytest.raises(ConfigError, match=r"experiment\.train\.epochs: missing"):
+        from_dict(Experiment, {"name": "a", "train": {}}, where="experiment")
+
+
+def test_load_config_reads_yaml_then_applies_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("name: base\ntrain:\n  epochs: 2\n  lr: 1e-4\n  seeds: [0, 1]\n")
+    config = load_config(Experiment, path, ["train.epochs=5", "tags=[a, b]"])
+    assert config.name == "base"
+    assert config.train == Train(epochs=5, lr=1e-4, seeds=(0, 1))
+    assert config.tags == ["a", "b"]
+
+
+def test_load_config_without_file_or_from_empty_file_uses_overrides(tmp_path: Path) -> None:
+    expected = Experiment(name="a", train=Train(epochs=1))
+    assert load_config(Experiment, None, ["name=a", "train.epochs=1"]) == expected
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert load_config(Experiment, str(empty), ["name=a", "train.epochs=1"]) == expected
+
+
+def test_load_config_errors_name_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.yaml"
+    with pytest.raises(ConfigError, match=r"missing\.yaml: cannot read config file"):
+        load_config(Experiment, missing)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: invalid YAML"):
+        load_config(Experiment, bad)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n")
+    with pytest.raises(ConfigError, match=r"list\.yaml: expected a mapping"):
+        load_config(Experiment, listed)
+
+
+def test_load_config_validates_merged_result(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("name: a\ntrain: {epochs: 1}\n")
+    with pytest.raises(ConfigError, match=r"train\.optimizer: .*allowed values: 'adamw', 'sgd'"):
+        load_config(Experiment, path, ["train.optimizer=lion"])
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    either: int | str = 0
+
+
+def test_unsupported_field_type_is_a_programming_error() -> None:
+    with pytest.raises(TypeError, match="either: unsupported config field type"):
+        from_dict(Unsupported, {"either": 1})
