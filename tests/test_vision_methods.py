@@ -145,8 +145,8 @@ def test_sfron_forget_weights_favour_low_loss_samples_and_decay_alpha() -> None:
     losses = torch.nn.functional.cross_entropy(model(x), y, reduction="none").detach()
     c = 1 / losses.sqrt()
     expected = -25.0 * float((c / c.sum() * losses).sum())
-    assert float(start) == pytest.approx(expected, rel=1e-5)
-    assert float(end) == pytest.approx(0.0, abs=1e-6)
+    assert float(start.detach()) == pytest.approx(expected, rel=1e-5)
+    assert float(end.detach()) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_scrub_needs_setup_and_rl_labels_are_fixed_per_example() -> None:
