@@ -13,6 +13,7 @@ from dualoptim.tasks.vision.experiment import (
     UnlearnSpec,
     VisionExperiment,
     run_experiment,
+    tune_forget_lr,
 )
 from dualoptim.tasks.vision.train import TrainRecipe
 
@@ -48,3 +49,17 @@ def test_experiment_caches_models_and_reports_gap_against_rt(tmp_path: Path) -> 
     again = run_experiment(exp)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").iterdir()} == mtimes
     assert again.rt == report.rt  # RT is loaded, not retrained: same metrics, same seconds
+
+
+@pytest.mark.slow
+def test_tuning_picks_the_step_size_with_the_lowest_mean_gap(tmp_path: Path) -> None:
+    exp = tiny(tmp_path / "cache")
+    tuning = tune_forget_lr(exp, [1e-4, 3e-2], out_dir=tmp_path / "out")
+    for label, gaps in tuning.gaps.items():
+        assert set(gaps) == {1e-4, 3e-2}
+        assert tuning.best[label] == min(gaps, key=gaps.get)
+    assert tuning.gaps["sfron (dual)"][1e-4] != tuning.gaps["sfron (dual)"][3e-2]
+    written = json.loads((tmp_path / "out" / "tune.json").read_text())
+    assert written["best"] == tuning.best
+    with pytest.raises(ValueError, match="grid must be non-empty"):
+        tune_forget_lr(exp, [])

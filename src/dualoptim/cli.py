@@ -85,6 +85,28 @@ def _unlearn(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from dualoptim.tasks.vision.experiment import tune_forget_lr
+
+    exp = _experiment(args)
+    out = args.out / Path(args.config).stem
+    tuning = tune_forget_lr(exp, args.grid, out_dir=out, progress=True)
+    table = Table(title=f"Gap by η_f (mean over {len(exp.seeds)} seeds; η_r fixed)")
+    table.add_column("run")
+    for lr in args.grid:
+        table.add_column(f"η_f={lr:g}", justify="right")
+    table.add_column("best", justify="right")
+    for label, gaps in tuning.gaps.items():
+        best = tuning.best[label]
+        cells = [f"[bold]{g:.2f}[/]" if lr == best else f"{g:.2f}" for lr, g in gaps.items()]
+        table.add_row(label, *cells, f"{best:g}")
+    Console().print(table)
+    Console().print(f"wrote {out / 'tune.json'}")
+    return 0
+
+
 def _models(args: argparse.Namespace) -> int:
     """train / retrain / evaluate: the reference models of each seed and their metrics."""
     from rich.table import Table
@@ -122,6 +144,7 @@ def _add_vision(subparsers: argparse._SubParsersAction) -> None:
         "train": "train (or load from the cache) the original model",
         "retrain": "train (or load) RT, the model retrained on D_r, for each seed",
         "evaluate": "FA/RA/TA/MIA of the original model and of RT for each seed",
+        "tune": "SPEC §1.3: grid-search η_f with η_r fixed; the lowest mean Gap wins",
     }
     for command, text in helps.items():
         parser = subparsers.add_parser(command, help=text, description=text)
@@ -136,16 +159,23 @@ def _add_vision(subparsers: argparse._SubParsersAction) -> None:
             metavar="key=value",
             help="override config values, e.g. seeds=[0,1] train.epochs=5",
         )
-        if command == "unlearn":
+        if command in ("unlearn", "tune"):
             parser.add_argument(
                 "--out",
                 type=Path,
                 default=Path("results/vision"),
-                help="where report.json goes (a folder per config)",
+                help="where report.json / tune.json go (a folder per config)",
             )
-            parser.set_defaults(handler=_unlearn)
-        else:
-            parser.set_defaults(handler=_models, command=command)
+        if command == "tune":
+            parser.add_argument(
+                "--grid",
+                type=float,
+                nargs="+",
+                default=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
+                help="the η_f values to try",
+            )
+        handler = {"unlearn": _unlearn, "tune": _tune}.get(command, _models)
+        parser.set_defaults(handler=handler, command=command)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,8 @@ import copy
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -336,6 +337,57 @@ def run_experiment(
             {"config": to_dict(exp), "rt": report.rt, "runs": report.runs, "rows": report.rows()},
         )
     return report
+
+
+@dataclass
+class Tuning:
+    """Gap (averaged over seeds, SPEC §1.3) of each run at each η_f, and the best η_f."""
+
+    gaps: dict[str, dict[float, float]]
+
+    @property
+    def best(self) -> dict[str, float]:
+        return {label: min(g, key=g.__getitem__) for label, g in self.gaps.items()}
+
+
+def tune_forget_lr(
+    exp: VisionExperiment,
+    grid: Sequence[float],
+    out_dir: Path | None = None,
+    progress: bool = False,
+) -> Tuning:
+    """The paper's protocol: η_r fixed, η_f from ``grid``, the lowest mean Gap wins."""
+    if not grid or any(not lr > 0 for lr in grid):
+        raise ValueError(f"the η_f grid must be non-empty and positive, got {list(grid)}")
+    data = load_experiment_data(exp)
+    for seed in exp.seeds:
+        forget_split(exp, data, seed)
+    tuning = Tuning(gaps={spec.label: {} for spec in exp.runs})
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task("tuning", total=len(exp.seeds) + len(exp.runs) * len(grid))
+        worlds = {}
+        for seed in exp.seeds:
+            worlds[seed] = prepare(exp, seed, data)
+            bar.advance(task)
+        rt = [w.rt_metrics for w in worlds.values()]
+        for spec in exp.runs:
+            for lr in grid:
+                bar.update(task, description=f"{spec.label}: η_f = {lr:g}")
+                tried = replace(spec, forget_lr=lr)
+                runs = [run_unlearning(tried, w, seed) for seed, w in worlds.items()]
+                tuning.gaps[spec.label][lr] = gap_and_std(runs, rt, METRICS)[0]
+                bar.advance(task)
+    if out_dir is not None:
+        write_json(
+            out_dir / "tune.json",
+            {
+                "config": to_dict(exp),
+                "grid": list(grid),
+                "gaps": {k: {str(lr): g for lr, g in v.items()} for k, v in tuning.gaps.items()},
+                "best": tuning.best,
+            },
+        )
+    return tuning
 
 
 def report_table(report: Report, title: str) -> Table:
