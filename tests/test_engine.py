@@ -73,15 +73,15 @@ def model() -> nn.Module:
     return nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Dropout(0.2), nn.Linear(32, 3))
 
 
+def optimizer(setting: str, net: nn.Module):
+    """The engine tests' optimizer of ``setting`` (DO+ eager, so no compilation)."""
+    plus = {"retain_lr": 1e-3, "compile": False} if setting.startswith("dual_plus") else None
+    return build_optimizer(setting, net.parameters(), forget=FORGET, retain=RETAIN, plus=plus)
+
+
 def run(setting: str = "dual", method=None, **config):
     net = model()
-    opt = build_optimizer(
-        setting,
-        net.parameters(),
-        forget=FORGET,
-        retain=RETAIN,
-        plus={"retain_lr": 1e-3, "compile": False} if setting.startswith("dual_plus") else None,
-    )
+    opt = optimizer(setting, net)
     cfg = EngineConfig(
         **{"schedule": Schedule(2), "forget_batch": 4, "retain_batch": 8, "progress": False}
         | config
@@ -170,13 +170,7 @@ def test_resume_after_a_kill_ends_bit_identical_to_an_uninterrupted_run(
 
     config = {"checkpoint_dir": tmp_path, "checkpoint_every": 3, "eval_every": 1}
     net = model()
-    opt = build_optimizer(
-        setting,
-        net.parameters(),
-        forget=FORGET,
-        retain=RETAIN,
-        plus={"retain_lr": 1e-3, "compile": False} if setting == "dual_plus" else None,
-    )
+    opt = optimizer(setting, net)
     cfg = EngineConfig(Schedule(2), forget_batch=4, retain_batch=8, progress=False, **config)
     with pytest.raises(KilledError):
         unlearn(net, Relabel(), data(10, 1), data(40, 2), opt, cfg, evaluate=kill_at_seven)
@@ -184,13 +178,7 @@ def test_resume_after_a_kill_ends_bit_identical_to_an_uninterrupted_run(
     assert saved["step"] == 6
 
     net = model()  # a new process: the original model and a fresh optimizer
-    opt = build_optimizer(
-        setting,
-        net.parameters(),
-        forget=FORGET,
-        retain=RETAIN,
-        plus={"retain_lr": 1e-3, "compile": False} if setting == "dual_plus" else None,
-    )
+    opt = optimizer(setting, net)
     result = unlearn(net, Relabel(), data(10, 1), data(40, 2), opt, cfg)
     assert result.resumed_from_step == 6
     assert result.steps == ref_result.steps

@@ -23,19 +23,12 @@ SETTINGS = ("dual", "dual_plus")
 
 
 def _train(setting: str, accelerator) -> tuple[dict[str, torch.Tensor], list]:
-    from dualoptim.optim.settings import build_optimizer
     from dualoptim.unlearn import EngineConfig, Schedule, unlearn
-    from test_engine import FORGET, RETAIN, Relabel, data, model
+    from test_engine import Relabel, data, model, optimizer
 
     net = model()
     net[2].p = 0.0  # dropout masks are drawn per shard: no exact single-process equivalent
-    opt = build_optimizer(
-        setting,
-        net.parameters(),
-        forget=FORGET,
-        retain=RETAIN,
-        plus={"retain_lr": 1e-3, "compile": False} if setting == "dual_plus" else None,
-    )
+    opt = optimizer(setting, net)
     cfg = EngineConfig(
         Schedule(2, forget_steps=None, retain_steps=3),
         forget_batch=4,
