@@ -36,7 +36,8 @@ def test_experiment_caches_models_and_reports_gap_against_rt(tmp_path: Path) -> 
     exp = tiny(tmp_path / "cache")
     report = run_experiment(exp, out_dir=tmp_path / "out")
     cached = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").glob("*.safetensors"))
-    assert cached == ["original", "rt", "rt"]  # one original, one RT per forget set (seed)
+    # one original, one RT and one SFR-on mask per forget set (seed); both settings share it
+    assert cached == ["mask", "mask", "original", "rt", "rt"]
     assert report.rt[0]["FA"] != report.rt[1]["FA"] or report.rt[0]["MIA"] != report.rt[1]["MIA"]
     rows = {row["method"]: row for row in report.rows()}
     assert set(rows) == {"RT", "sfron (alternate)", "sfron (dual)"}

@@ -23,7 +23,7 @@ from dualoptim.tasks.vision.methods import (
 )
 from dualoptim.tasks.vision.models import build_model
 from dualoptim.tasks.vision.train import TrainRecipe, train_classifier
-from dualoptim.unlearn import EngineConfig, PhaseOptions, Schedule, unlearn
+from dualoptim.unlearn import EngineConfig, PhaseOptions, RunState, Schedule, unlearn
 
 FORGET = {"name": "adamw", "lr": 1e-2, "weight_decay": 0.05}
 RETAIN = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}
@@ -138,8 +138,6 @@ def test_sfron_forget_weights_favour_low_loss_samples_and_decay_alpha() -> None:
     model = torch.nn.Linear(4, 3)
     x, y = torch.randn(6, 4), torch.randint(0, 3, (6,))
     algo = SFRon(alpha=25.0)
-    from dualoptim.unlearn import RunState
-
     start = algo.forget_loss(model, (x, y, torch.arange(6)), RunState(total_steps=10, step=0))
     end = algo.forget_loss(model, (x, y, torch.arange(6)), RunState(total_steps=10, step=10))
     losses = torch.nn.functional.cross_entropy(model(x), y, reduction="none").detach()
@@ -155,3 +153,28 @@ def test_scrub_needs_setup_and_rl_labels_are_fixed_per_example() -> None:
     rl = RL(forget_size=50, classes=10, seed=1)
     assert torch.equal(rl.labels, RL(forget_size=50, classes=10, seed=1).labels)
     assert int(rl.labels.max()) < 10
+
+
+def test_masks_are_computed_once_per_model_and_forget_set(world, tmp_path, monkeypatch) -> None:
+    original, forget, retain = world
+    path = tmp_path / "mask.safetensors"
+
+    def setup_salun() -> dict[str, torch.Tensor]:
+        model = copy.deepcopy(original)
+        opt = build_optimizer("dual", model.parameters(), forget=FORGET, retain=RETAIN)
+        run = RunState(total_steps=1)
+        SalUn(len(forget), 10, forget=forget, retain=retain, mask_cache=path).setup(model, opt, run)
+        assert opt.masks("forget")  # installed whether computed or loaded
+        return run.extras["mask"]
+
+    computed = setup_salun()
+    assert path.exists()
+
+    def fail(*_args, **_kwargs):
+        raise AssertionError("the cached mask should have been loaded")
+
+    monkeypatch.setattr("dualoptim.tasks.vision.methods.mean_gradients", fail)
+    loaded = setup_salun()
+    assert computed.keys() == loaded.keys()
+    for name, mask in computed.items():
+        assert torch.equal(mask, loaded[name])

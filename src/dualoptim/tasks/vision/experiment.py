@@ -125,6 +125,12 @@ class World:
     original: nn.Module
     rt_metrics: dict[str, float]
     rt_seconds: float
+    mask_prefix: Path | None = None  # masks depend on (original model, forget set) only
+
+    def mask_path(self, *options: Any) -> Path | None:
+        if self.mask_prefix is None:
+            return None
+        return self.mask_prefix.with_name(f"{self.mask_prefix.name}-{_key(*options)}.safetensors")
 
     @property
     def sources(self) -> tuple[ImageSource, ImageSource]:
@@ -174,14 +180,16 @@ def load_experiment_data(exp: VisionExperiment) -> ImageData:
     )
 
 
+def _original_key(exp: VisionExperiment) -> str:
+    d = exp.data
+    return _key((d.name, d.per_class_train, d.per_class_test), exp.model, exp.train, exp.train_seed)
+
+
 def original_model(exp: VisionExperiment, data: ImageData) -> tuple[nn.Module, float]:
     """The model trained on all of D_train (cached): (model, training seconds)."""
-    d = exp.data
-    key = _key((d.name, d.per_class_train, d.per_class_test), exp.model, exp.train, exp.train_seed)
     source = ImageSource(data.train.x, data.train.y)
-    return _trained(
-        exp, data, source, exp.train_seed, Path(exp.cache_dir) / f"original-{key}.safetensors"
-    )
+    path = Path(exp.cache_dir) / f"original-{_original_key(exp)}.safetensors"
+    return _trained(exp, data, source, exp.train_seed, path)
 
 
 def forget_split(exp: VisionExperiment, data: ImageData, seed: int) -> ForgetSplit:
@@ -210,7 +218,8 @@ def prepare(exp: VisionExperiment, seed: int, data: ImageData | None = None) -> 
     split = forget_split(exp, data, seed)
     original, _ = original_model(exp, data)
     rt, rt_seconds = retrained_model(exp, data, split, seed)
-    return World(data, split, original, evaluate_model(rt, data, split), rt_seconds)
+    prefix = Path(exp.cache_dir) / f"mask-{_key(_original_key(exp), split.description)}"
+    return World(data, split, original, evaluate_model(rt, data, split), rt_seconds, prefix)
 
 
 def evaluate_model(model: nn.Module, data: ImageData, split: ForgetSplit) -> dict[str, float]:
@@ -231,7 +240,11 @@ def build_run(spec: UnlearnSpec, world: World, seed: int):
     if spec.method == "sfron":
         options = {"forget": PhaseOptions(clip_norm=7.0), "lr_schedule": "cosine"}
         method = SFRon(
-            forget=forget, retain=retain, alpha=spec.sfron_alpha, batch_size=spec.batch_size
+            forget=forget,
+            retain=retain,
+            alpha=spec.sfron_alpha,
+            batch_size=spec.batch_size,
+            mask_cache=world.mask_path("sfron", spec.batch_size),
         )
         return method, Schedule(max(1, spec.iterations // 5), 1, 5), options
     if spec.method == "rl":
@@ -244,6 +257,7 @@ def build_run(spec: UnlearnSpec, world: World, seed: int):
             forget=forget,
             retain=retain,
             keep=spec.salun_keep,
+            mask_cache=world.mask_path("salun", "difference", spec.salun_keep, spec.batch_size),
             batch_size=spec.batch_size,
         )
         return method, Schedule(spec.epochs), options

@@ -10,8 +10,10 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -124,6 +126,20 @@ def top_fraction_mask(scores: dict[str, Tensor], keep: float) -> dict[str, Tenso
     return {n: s >= threshold for n, s in scores.items()}
 
 
+def cached_masks(path: Path | None, compute: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Masks from ``path`` if it exists, else computed and saved there (atomically): a mask
+    depends only on the model and the forget set, so it is made once per pair."""
+    if path is not None and path.exists():
+        return {n: m.bool() for n, m in load_file(path).items()}
+    masks = compute()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({n: m.to(torch.uint8).contiguous() for n, m in masks.items()}, tmp)
+        tmp.replace(path)
+    return masks
+
+
 def _install(
     model: nn.Module, optimizer: ObjectiveOptimizer, masks: dict[str, Tensor], objectives
 ) -> None:
@@ -143,19 +159,23 @@ class SalUn(RL):
     score: str = "difference"
     keep: float = 0.5
     batch_size: int = 256
+    mask_cache: Path | None = None
     name: str = "salun"
+
+    def _saliency(self, model: nn.Module) -> dict[str, Tensor]:
+        g_f = mean_gradients(model, self.forget, self.batch_size, square=False)
+        scores = {n: g.abs() for n, g in g_f.items()}
+        if self.score == "difference":
+            g_r = mean_gradients(model, self.retain, self.batch_size, square=False)
+            scores = {n: s - g_r[n].abs() for n, s in scores.items()}
+        return top_fraction_mask(scores, self.keep)
 
     def setup(self, model, optimizer, run):
         if self.forget is None or self.retain is None:
             raise ValueError("SalUn needs its forget and retain sources to compute saliency")
         if self.score not in ("difference", "forget"):
             raise ValueError(f"SalUn score must be 'difference' or 'forget', got {self.score!r}")
-        g_f = mean_gradients(model, self.forget, self.batch_size, square=False)
-        scores = {n: g.abs() for n, g in g_f.items()}
-        if self.score == "difference":
-            g_r = mean_gradients(model, self.retain, self.batch_size, square=False)
-            scores = {n: s - g_r[n].abs() for n, s in scores.items()}
-        masks = top_fraction_mask(scores, self.keep)
+        masks = cached_masks(self.mask_cache, lambda: self._saliency(model))
         run.extras["mask"] = masks
         _install(model, optimizer, masks, ("forget", "retain"))
 
@@ -208,16 +228,20 @@ class SFRon(_Base):
     alpha: float = 25.0
     lam: float = 0.5
     batch_size: int = 256
+    mask_cache: Path | None = None
     name: str = "sfron"
     decay: Callable[[float, float], float] = cosine_decay
+
+    def _fisher_ratio(self, model: nn.Module) -> dict[str, Tensor]:
+        f_f = mean_gradients(model, self.forget, self.batch_size, square=True)
+        f_r = mean_gradients(model, self.retain, self.batch_size, square=True)
+        # F_f / F_r >= 1, written without the division; 0/0 (a weight no batch moves) is out
+        return {n: (f_f[n] >= f_r[n]) & (f_f[n] > 0) for n in f_f}
 
     def setup(self, model, optimizer, run):
         if self.forget is None or self.retain is None:
             raise ValueError("SFR-on needs its forget and retain sources for the Fisher mask")
-        f_f = mean_gradients(model, self.forget, self.batch_size, square=True)
-        f_r = mean_gradients(model, self.retain, self.batch_size, square=True)
-        # F_f / F_r >= 1, written without the division; 0/0 (a weight no batch moves) is out
-        masks = {n: (f_f[n] >= f_r[n]) & (f_f[n] > 0) for n in f_f}
+        masks = cached_masks(self.mask_cache, lambda: self._fisher_ratio(model))
         run.extras["mask"] = masks
         _install(model, optimizer, masks, ("forget",))
 
