@@ -50,6 +50,9 @@ def test_experiment_caches_models_and_reports_gap_against_rt(tmp_path: Path) -> 
     again = run_experiment(exp)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").iterdir()} == mtimes
     assert again.rt == report.rt  # RT is loaded, not retrained: same metrics, same seconds
+    records = sorted((tmp_path / "cache").glob("rt-*.metrics.json"))
+    assert len(records) == 2  # RT's metrics are reference records, one per forget set
+    assert json.loads(records[0].read_text())["metrics"]["RA"] > 0
 
 
 @pytest.mark.slow
