@@ -44,3 +44,11 @@ def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as strict JSON (non-finite floats become null), atomically."""
     text = json.dumps(finite_or_none(data), indent=1, allow_nan=False) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_tensors(path: Path, tensors: dict[str, Any]) -> None:
+    """Save tensors as safetensors, atomically (weights and masks in the cache)."""
+    from safetensors.torch import save
+
+    data = save({k: v.contiguous() for k, v in tensors.items()})
+    atomic_write(path, lambda f: f.write(data))

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import send_to_device
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -106,16 +107,6 @@ class _Sources:
         """Optimizer steps for one pass over a set (0 when it is absent)."""
         stream = self.streams.get(name)
         return -(-stream.batches_per_pass // accumulation) if stream else 0
-
-
-def _to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, list | tuple):
-        return type(batch)(_to_device(v, device) for v in batch)
-    return batch
 
 
 def _rng_state() -> dict[str, Any]:
@@ -241,7 +232,7 @@ class Engine:
     def _micro_batch(self, name: str) -> Any:
         stream = self.data.streams[name]
         index = stream.shard(stream.next(), self.accelerator.process_index)
-        return _to_device(self.data.sources[name].batch(index), self.accelerator.device)
+        return send_to_device(self.data.sources[name].batch(index), self.accelerator.device)
 
     def _loss(self, name: Objective, batch: Any) -> Tensor:
         fn = self.method.forget_loss if name == "forget" else self.method.retain_loss

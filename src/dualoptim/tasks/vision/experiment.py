@@ -20,11 +20,11 @@ from typing import Any, Literal
 import torch
 from rich.progress import Progress
 from rich.table import Table
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from dualoptim.config import to_dict
-from dualoptim.io import write_json
+from dualoptim.io import write_json, write_tensors
 from dualoptim.optim.settings import build_optimizer
 from dualoptim.tasks.vision.data import (
     DATASETS,
@@ -165,10 +165,7 @@ def _trained(
     start = time.perf_counter()
     train_classifier(model, source, exp.train, seed=seed)
     seconds = time.perf_counter() - start
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
-    tmp.replace(path)
+    write_tensors(path, model.state_dict())
     write_json(meta, {"seconds": seconds})
     return model, seconds
 

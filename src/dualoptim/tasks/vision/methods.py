@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from dualoptim.io import write_tensors
 from dualoptim.optim import ObjectiveOptimizer
 from dualoptim.unlearn import RunState, cosine_decay
 
@@ -133,10 +134,7 @@ def cached_masks(path: Path | None, compute: Callable[[], dict[str, Tensor]]) ->
         return {n: m.bool() for n, m in load_file(path).items()}
     masks = compute()
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({n: m.to(torch.uint8).contiguous() for n, m in masks.items()}, tmp)
-        tmp.replace(path)
+        write_tensors(path, {n: m.to(torch.uint8) for n, m in masks.items()})
     return masks
 
 
