@@ -14,3 +14,10 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+# Fashion-MNIST (the benchmark of record, and a loader test) from Debian's package where this
+# machine has apt and we are root; elsewhere the loader downloads it on first use.
+if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; } ||
+    echo "setup: could not install dataset-fashion-mnist; Fashion-MNIST will be downloaded when used" >&2
+fi

@@ -11,14 +11,13 @@ import torch
 
 from dualoptim.cli import _named_config, main
 from dualoptim.config import ConfigError, load_config
-from dualoptim.optim.settings import build_optimizer
 from dualoptim.tasks.vision.data import ForgetSplit, ImageData, ImageSet
-from dualoptim.tasks.vision.experiment import VisionExperiment, World, build_run
+from dualoptim.tasks.vision.experiment import VisionExperiment, World, build_run, make_optimizer
 from dualoptim.tasks.vision.models import build_model
 from dualoptim.unlearn import EngineConfig, unlearn
 
 
-@pytest.mark.parametrize("name", ["digits", "cifar10-resnet18"])
+@pytest.mark.parametrize("name", ["digits", "digits-all", "fashion-mnist", "cifar10-resnet18"])
 def test_named_configs_validate(name: str) -> None:
     exp = load_config(VisionExperiment, _named_config(name))
     assert exp.runs
@@ -40,12 +39,7 @@ def test_paper_size_recipe_survives_one_step_of_each_run_on_a_tiny_input() -> No
     for spec in exp.runs:
         model = copy.deepcopy(original)
         method, schedule, options = build_run(spec, world, seed=0)
-        opt = build_optimizer(
-            spec.setting,
-            model.parameters(),
-            forget={"name": "adamw", "lr": spec.forget_lr, "weight_decay": 0.05},
-            retain={"name": "sgd", "lr": spec.retain_lr, "momentum": 0.9},
-        )
+        opt = make_optimizer(spec, model.parameters())
         one_step = type(schedule)(1, 1 if schedule.forget_steps != 0 else 0, 1)
         config = EngineConfig(one_step, forget_batch=8, retain_batch=8, progress=False, **options)
         forget, retain = world.sources

@@ -425,3 +425,23 @@ def test_malformed_npz_is_refused_early(tmp_path: Path, arrays: dict, message: s
     path = write_npz(tmp_path / "bad.npz", **arrays)
     with pytest.raises(ValueError, match=rf"bad\.npz: {message}"):
         load_data(path)
+
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(
+    not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist (scripts/setup.sh installs it)"
+)
+def test_fashion_mnist_loads_from_the_debian_package_location() -> None:
+    loaded = load_data("fashion-mnist", per_class_train=1200, per_class_test=200)
+    full = load_data("fashion-mnist")
+    assert full.train.x.shape == (60000, 1, 28, 28)
+    assert full.test.x.shape == (10000, 1, 28, 28)
+    assert torch.bincount(full.train.y).tolist() == [6000] * 10
+    assert full.train.y[:5].tolist() == [9, 0, 0, 3, 0]  # the published label order
+    assert full.test.y[:5].tolist() == [9, 2, 1, 1, 6]
+    assert float(full.train.x.min()) == 0
+    assert float(full.train.x.max()) == 1
+    assert torch.bincount(loaded.train.y).tolist() == [1200] * 10
+    assert torch.bincount(loaded.test.y).tolist() == [200] * 10

@@ -1,19 +1,20 @@
-"""Classification end to end: cached original and RT models, one forget set and RT per seed,
-the report's Gap and Std computed against RT measured on the same forget sets."""
+"""Classification runs: tuned η_f defaults, metric curves, and the joint setting."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from dualoptim.tasks.vision.experiment import (
+    DEFAULT_FORGET_LR,
+    METHOD_NAMES,
     DataSpec,
     UnlearnSpec,
     VisionExperiment,
-    run_experiment,
-    tune_forget_lr,
+    evaluate_model,
+    prepare,
+    run_unlearning,
 )
 from dualoptim.tasks.vision.train import TrainRecipe
 
@@ -31,39 +32,40 @@ def tiny(cache: Path) -> VisionExperiment:
     )
 
 
-@pytest.mark.slow
-def test_experiment_caches_models_and_reports_gap_against_rt(tmp_path: Path) -> None:
+def test_unset_forget_lr_takes_the_tuned_default_of_the_method_and_setting() -> None:
+    assert UnlearnSpec("rl", "dual").eta_f == DEFAULT_FORGET_LR["rl"]["dual"] == 1e-4
+    assert UnlearnSpec("rl", "dual_8bit").eta_f == 1e-4
+    assert UnlearnSpec("scrub", "joint").eta_f == DEFAULT_FORGET_LR["scrub"]["joint"] == 0.03
+    assert UnlearnSpec("sfron", "alternate").eta_f == 0.1
+    assert UnlearnSpec("salun", "dual_plus_8bit").eta_f == DEFAULT_FORGET_LR["salun"]["dual_plus"]
+    assert UnlearnSpec("salun", "dual", forget_lr=0.123).eta_f == 0.123
+    assert set(DEFAULT_FORGET_LR) == set(METHOD_NAMES)
+    with pytest.raises(ValueError, match="forget_lr must be > 0"):
+        UnlearnSpec("rl", "dual", forget_lr=0.0)
+    with pytest.raises(ValueError, match=r"ga under 'dual' has no tuned default.*\['alternate'\]"):
+        UnlearnSpec("ga", "dual")
+    assert UnlearnSpec("ga", "dual", forget_lr=1e-4).eta_f == 1e-4
+    with pytest.raises(ValueError, match="eval_every must be >= 0"):
+        UnlearnSpec("rl", "dual", eval_every=-1)
+
+
+def test_joint_run_records_metric_curves_that_end_at_the_final_metrics(tmp_path: Path) -> None:
     exp = tiny(tmp_path / "cache")
-    report = run_experiment(exp, out_dir=tmp_path / "out")
-    cached = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").glob("*.safetensors"))
-    # one original, one RT and one SFR-on mask per forget set (seed); both settings share it
-    assert cached == ["mask", "mask", "original", "rt", "rt"]
-    assert report.rt[0]["FA"] != report.rt[1]["FA"] or report.rt[0]["MIA"] != report.rt[1]["MIA"]
-    rows = {row["method"]: row for row in report.rows()}
-    assert set(rows) == {"RT", "sfron (alternate)", "sfron (dual)"}
-    assert rows["RT"]["gap"] == 0.0
-    assert all(len(runs) == 2 for runs in report.runs.values())
-    written = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert written["rows"][0]["method"] == "RT"
-
-    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").iterdir()}
-    again = run_experiment(exp)
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").iterdir()} == mtimes
-    assert again.rt == report.rt  # RT is loaded, not retrained: same metrics, same seconds
-    records = sorted((tmp_path / "cache").glob("rt-*.metrics.json"))
-    assert len(records) == 2  # RT's metrics are reference records, one per forget set
-    assert json.loads(records[0].read_text())["metrics"]["RA"] > 0
-
-
-@pytest.mark.slow
-def test_tuning_picks_the_step_size_with_the_lowest_mean_gap(tmp_path: Path) -> None:
-    exp = tiny(tmp_path / "cache")
-    tuning = tune_forget_lr(exp, [1e-4, 3e-2], out_dir=tmp_path / "out")
-    for label, gaps in tuning.gaps.items():
-        assert set(gaps) == {1e-4, 3e-2}
-        assert tuning.best[label] == min(gaps, key=gaps.get)
-    assert tuning.gaps["sfron (dual)"][1e-4] != tuning.gaps["sfron (dual)"][3e-2]
-    written = json.loads((tmp_path / "out" / "tune.json").read_text())
-    assert written["best"] == tuning.best
-    with pytest.raises(ValueError, match="grid must be non-empty"):
-        tune_forget_lr(exp, [])
+    world = prepare(exp, seed=0)
+    spec = UnlearnSpec("rl", "joint", forget_lr=0.01, epochs=2, batch_size=32, eval_every=3)
+    result = run_unlearning(spec, world, seed=0)
+    curves = result["curves"]
+    fa = curves["eval/FA"]
+    steps = [step for step, _ in fa]
+    total = curves["loss/forget"][-1][0]
+    # evaluated before the first step, every 3 steps, and once more at the end
+    assert steps == sorted({0, *range(3, total + 1, 3), total})
+    assert set(curves) >= {"eval/RA", "eval/TA", "eval/MIA", "loss/retain", "grad_norm/joint"}
+    assert "eval/MIA_efficacy" not in curves  # the slow SVC attack only at the end
+    # joint: every step has both losses; no forget-only or retain-only steps
+    assert len(curves["loss/forget"]) == len(curves["loss/retain"]) == total
+    assert fa[0][1] == pytest.approx(evaluate_model(world.original, world.data, world.split)["FA"])
+    # the tiny D_r and D_test fit in the curve sample, so the last point is the final metric
+    for name in ("FA", "RA", "TA"):
+        assert curves[f"eval/{name}"][-1][1] == pytest.approx(result[name])
+    assert result["seconds"] > 0

@@ -74,37 +74,58 @@ def _experiment(args: argparse.Namespace):
     return load_config(VisionExperiment, _named_config(args.config), args.overrides)
 
 
-def _unlearn(args: argparse.Namespace) -> int:
-    from dualoptim.tasks.vision.experiment import report_table, run_experiment
+def _print_table(title: str, header: Sequence[str], cells: Sequence[Sequence[str]]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, column in enumerate(header):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    for row in cells:
+        table.add_row(*row)
+    Console().print(table)
+
+
+def _show(summary, out: Path, metrics: Sequence[str]) -> None:
+    from dualoptim.bench.tables import main_table, sensitivity_table
+
+    seeds = len(summary.rt.seeds)
+    _print_table(f"{out.name}: {seeds} seeds", *main_table([summary.rt, *summary.tuned()], metrics))
+    if summary.sensitivity():
+        _print_table("Gap by η_f (× the run's η_f)", *sensitivity_table(summary.sensitivity()))
+    Console().print(f"wrote {out / 'report.md'} and the records in {out / 'records'}")
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    """unlearn, bench and tune: a sweep of the config's runs, then the report."""
+    from dualoptim.bench.report import rebuild_report
+    from dualoptim.tasks.vision.sweep import METRICS, sweep
 
     exp = _experiment(args)  # the whole configuration is validated before any training
     out = args.out / Path(args.config).stem
-    report = run_experiment(exp, out_dir=out, progress=True)
-    Console().print(report_table(report, f"{args.config}: {len(exp.seeds)} seeds"))
-    Console().print(f"wrote {out / 'report.json'}")
+    grid = getattr(args, "grid", [1.0])
+    sweep(exp, out, grid, absolute=args.command == "tune", progress=True)
+    summary = rebuild_report(out, METRICS, out.name)  # the folder's records, earlier ones too
+    _show(summary, out, METRICS)
+    if args.command == "tune":
+        best = ", ".join(f"{row.group} {row.forget_lr:.3g}" for row in summary.tuned())
+        Console().print(f"best η_f (lowest mean Gap): {best}")
     return 0
 
 
-def _tune(args: argparse.Namespace) -> int:
-    from rich.table import Table
+def _report(args: argparse.Namespace) -> int:
+    from dualoptim.bench.report import rebuild_report
+    from dualoptim.tasks.vision.sweep import METRICS
 
-    from dualoptim.tasks.vision.experiment import tune_forget_lr
-
-    exp = _experiment(args)
-    out = args.out / Path(args.config).stem
-    tuning = tune_forget_lr(exp, args.grid, out_dir=out, progress=True)
-    table = Table(title=f"Gap by η_f (mean over {len(exp.seeds)} seeds; η_r fixed)")
-    table.add_column("run")
-    for lr in args.grid:
-        table.add_column(f"η_f={lr:g}", justify="right")
-    table.add_column("best", justify="right")
-    for label, gaps in tuning.gaps.items():
-        best = tuning.best[label]
-        cells = [f"[bold]{g:.2f}[/]" if lr == best else f"{g:.2f}" for lr, g in gaps.items()]
-        table.add_row(label, *cells, f"{best:g}")
-    Console().print(table)
-    Console().print(f"wrote {out / 'tune.json'}")
+    summary = rebuild_report(args.folder, METRICS, args.folder.name)
+    _show(summary, args.folder, METRICS)
     return 0
+
+
+def _add_report(subparsers: argparse._SubParsersAction) -> None:
+    text = "rebuild a sweep's report (tables, plots) from its records alone"
+    parser = subparsers.add_parser("report", help=text, description=text)
+    parser.add_argument("folder", type=Path, help="a sweep's output folder (holds records/)")
+    parser.set_defaults(handler=_report)
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -141,17 +162,19 @@ def _models(args: argparse.Namespace) -> int:
 def _add_vision(subparsers: argparse._SubParsersAction) -> None:
     helps = {
         "unlearn": "run the config's methods and settings over its seeds; print the table",
+        "bench": "a sweep: the config's runs × seeds × an η_f grid (multiples); tables, plots",
         "train": "train (or load from the cache) the original model",
         "retrain": "train (or load) RT, the model retrained on D_r, for each seed",
         "evaluate": "FA/RA/TA/MIA of the original model and of RT for each seed",
-        "tune": "SPEC §1.3: grid-search η_f with η_r fixed; the lowest mean Gap wins",
+        "tune": "SPEC §1.3: try each η_f of a grid with η_r fixed; the lowest mean Gap wins",
     }
     for command, text in helps.items():
         parser = subparsers.add_parser(command, help=text, description=text)
         parser.add_argument(
             "--config",
             default="digits",
-            help="a YAML file or a named config (digits, cifar10-resnet18)",
+            help="a YAML file or a named config (digits, digits-all, fashion-mnist, "
+            "cifar10-resnet18)",
         )
         parser.add_argument(
             "overrides",
@@ -159,22 +182,31 @@ def _add_vision(subparsers: argparse._SubParsersAction) -> None:
             metavar="key=value",
             help="override config values, e.g. seeds=[0,1] train.epochs=5",
         )
-        if command in ("unlearn", "tune"):
+        if command in ("unlearn", "bench", "tune"):
             parser.add_argument(
                 "--out",
                 type=Path,
                 default=Path("results/vision"),
-                help="where report.json / tune.json go (a folder per config)",
+                help="where records and the report go (a folder per config); a rerun "
+                "skips the runs whose records are there",
+            )
+        if command == "bench":
+            parser.add_argument(
+                "--grid",
+                type=float,
+                nargs="+",
+                default=[1.0],
+                help="η_f multiples of each run's η_f, e.g. 0.333 1 3 10 (SPEC §3.4)",
             )
         if command == "tune":
             parser.add_argument(
                 "--grid",
                 type=float,
                 nargs="+",
-                default=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
+                default=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3],
                 help="the η_f values to try",
             )
-        handler = {"unlearn": _unlearn, "tune": _tune}.get(command, _models)
+        handler = _sweep if command in ("unlearn", "bench", "tune") else _models
         parser.set_defaults(handler=handler, command=command)
 
 
@@ -184,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_demo(subparsers)
     _add_vision(subparsers)
+    _add_report(subparsers)
     return parser
 
 

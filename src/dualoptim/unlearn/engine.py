@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import send_to_device
+from accelerate.utils import DistributedType, send_to_device
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -134,6 +134,27 @@ def _as_tuple(value: Any) -> Any:
     return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
 
 
+def _check_accelerator(accelerator: Accelerator) -> None:
+    """Refuse what would run but be wrong: fp16 on CPU, and FSDP.
+
+    accelerate 1.15 accepts fp16 on CPU but silently runs fp32: it neither autocasts nor
+    scales (``native_amp`` stays False). Under FSDP, accelerate swaps the parameters for
+    sharded ones that the inner optimizers never see, so dual and alternate runs finish
+    without training and DO+ fails on DTensors (docs/engine.md, "FSDP").
+    """
+    if accelerator.distributed_type == DistributedType.FSDP:
+        raise ValueError(
+            "FSDP is not supported by dualoptim's optimizers yet (their inner optimizers would "
+            "not see accelerate's sharded parameters; docs/engine.md); use DDP"
+        )
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        raise ValueError(
+            "mixed_precision='fp16' has no effect on CPU: accelerate would run in fp32, with "
+            "neither autocast nor gradient scaling. Use mixed_precision='bf16' (CPU autocast) "
+            "or 'no' on CPU, and fp16 on a GPU."
+        )
+
+
 class Engine:
     """One unlearning run; :func:`unlearn` is the usual entry point."""
 
@@ -151,6 +172,7 @@ class Engine:
     ) -> None:
         self.cfg = config
         self.accelerator = accelerator or Accelerator()
+        _check_accelerator(self.accelerator)
         self.method = method
         self.evaluate = evaluate
         self.optimizer = optimizer

@@ -12,19 +12,17 @@ import copy
 import hashlib
 import json
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
-from rich.progress import Progress
-from rich.table import Table
 from safetensors.torch import load_file
 from torch import nn
 
-from dualoptim.config import to_dict
 from dualoptim.io import write_json, write_tensors
+from dualoptim.optim.objective import ObjectiveOptimizer
 from dualoptim.optim.settings import build_optimizer
 from dualoptim.tasks.vision.data import (
     DATASETS,
@@ -34,14 +32,17 @@ from dualoptim.tasks.vision.data import (
     make_forget_split,
 )
 from dualoptim.tasks.vision.methods import FT, GA, RL, SCRUB, ImageSource, SalUn, SFRon
-from dualoptim.tasks.vision.metrics import evaluate, gap_and_std
+from dualoptim.tasks.vision.metrics import evaluate
 from dualoptim.tasks.vision.models import MODELS, build_model
 from dualoptim.tasks.vision.train import TrainRecipe, train_classifier
-from dualoptim.unlearn import EngineConfig, PhaseOptions, Schedule, unlearn
+from dualoptim.unlearn import EngineConfig, PhaseOptions, RunState, Schedule, unlearn
+from dualoptim.unlearn.engine import Evaluate
 
 MethodName = Literal["ft", "ga", "rl", "salun", "scrub", "sfron"]
+METHOD_NAMES: tuple[str, ...] = get_args(MethodName)
 SettingName = Literal["joint", "alternate", "dual", "dual_8bit", "dual_plus", "dual_plus_8bit"]
 METRICS = ("FA", "RA", "TA", "MIA")
+CURVE_SAMPLE = 2000  # rows of D_r and of D_test evaluated for each point of a curve
 
 
 @dataclass(frozen=True)
@@ -60,13 +61,34 @@ class DataSpec:
             raise ValueError(f"forget_fraction must lie in (0, 1), got {self.forget_fraction}")
 
 
+# η_f per method and setting (the 8-bit settings share their fp32 setting's), tuned with
+# `dualoptim tune` (SPEC §1.3: η_r fixed at 0.01 for SGD and at 1e-4 for DO+'s retain side;
+# the lowest Gap averaged over 3 seeds on the grids 1e-4..0.3 for SGD, 1e-5..3e-3 for AdamW
+# and DO+) on digits with a small CNN, 10% random forgetting and the scaled recipe of
+# configs/vision/digits-all.yaml. Elsewhere they are starting points: re-tune on new data
+# (docs/classification.md has the measured grids). Joint runs one SGD step size on
+# L_f + L_r; Alternate RL/SalUn/SCRUB use η_f for forget phases and η_r for retain phases.
+# FT and GA are single-objective baselines with a default under Alternate only; FT never
+# takes a forget step, so its one step size is η_r's 0.01 (not tuned).
+DEFAULT_FORGET_LR: dict[str, dict[str, float]] = {
+    "ft": {"alternate": 0.01},
+    "ga": {"alternate": 0.03},
+    "rl": {"joint": 3e-4, "alternate": 0.1, "dual": 1e-4, "dual_plus": 1e-4},
+    "salun": {"joint": 3e-4, "alternate": 1e-3, "dual": 1e-4, "dual_plus": 3e-4},
+    "scrub": {"joint": 0.03, "alternate": 1e-3, "dual": 1e-3, "dual_plus": 1e-3},
+    "sfron": {"joint": 0.03, "alternate": 0.1, "dual": 1e-4, "dual_plus": 3e-4},
+}
+
+
 @dataclass(frozen=True)
 class UnlearnSpec:
     """One method under one optimizer setting, with its step sizes and length."""
 
     method: MethodName = "sfron"
     setting: SettingName = "dual"
-    forget_lr: float = 1e-3  # η_f: AdamW's (dual settings) or the shared SGD's (alternate)
+    # η_f: AdamW's (dual), DO+'s (dual_plus) or the shared SGD's (joint, alternate);
+    # None takes the tuned default of DEFAULT_FORGET_LR
+    forget_lr: float | None = None
     retain_lr: float = 0.01  # η_r of the pretraining optimizer (SGD, momentum 0.9)
     plus_retain_lr: float = 1e-4  # DO+ is Adam-type on both sides
     epochs: int = 5  # pass-based methods: one pass over D_f then one over D_r per epoch
@@ -74,20 +96,38 @@ class UnlearnSpec:
     batch_size: int = 64
     sfron_alpha: float = 25.0
     salun_keep: float = 0.5
+    eval_every: int = 0  # metric curves: evaluate every this many optimizer steps (0 = none)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "iterations", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("forget_lr", "retain_lr", "plus_retain_lr", "sfron_alpha"):
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0 (0 = no curves), got {self.eval_every}")
+        for name in ("retain_lr", "plus_retain_lr", "sfron_alpha"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        defaults = DEFAULT_FORGET_LR[self.method]
+        if self.forget_lr is None and self.setting.removesuffix("_8bit") not in defaults:
+            raise ValueError(
+                f"{self.method} under {self.setting!r} has no tuned default η_f: set forget_lr "
+                f"(its defaults cover {sorted(defaults)})"
+            )
+        if self.forget_lr is not None and not self.forget_lr > 0:
+            raise ValueError(f"forget_lr must be > 0 (or unset: the default), got {self.forget_lr}")
         if not 0 < self.salun_keep <= 1:
             raise ValueError(f"salun_keep must lie in (0, 1], got {self.salun_keep}")
 
     @property
     def label(self) -> str:
         return f"{self.method} ({self.setting})"
+
+    @property
+    def eta_f(self) -> float:
+        """η_f as given, else the tuned default of this method under this setting."""
+        if self.forget_lr is not None:
+            return self.forget_lr
+        return DEFAULT_FORGET_LR[self.method][self.setting.removesuffix("_8bit")]
 
 
 @dataclass(frozen=True)
@@ -196,6 +236,11 @@ def forget_split(exp: VisionExperiment, data: ImageData, seed: int) -> ForgetSpl
     )
 
 
+def reference_key(exp: VisionExperiment, seed: int) -> str:
+    """Everything that determines RT of ``seed``: data, forget set recipe, model, training."""
+    return _key(exp.data, exp.model, exp.train, seed)
+
+
 def _rt_path(exp: VisionExperiment, split: ForgetSplit) -> Path:
     d = exp.data
     key = _key(
@@ -282,159 +327,68 @@ def build_run(spec: UnlearnSpec, world: World, seed: int):
     raise ValueError(f"unknown method {spec.method!r}")
 
 
-def run_unlearning(spec: UnlearnSpec, world: World, seed: int) -> dict[str, float]:
-    """Unlearn with ``spec`` from this seed's original model; metrics plus seconds."""
-    model = copy.deepcopy(world.original)
-    method, schedule, options = build_run(spec, world, seed)
+def make_optimizer(spec: UnlearnSpec, params: Iterable[nn.Parameter]) -> ObjectiveOptimizer:
+    """The setting's optimizer: AdamW(η_f, wd 0.05) for forgetting, SGD(η_r, momentum 0.9,
+    wd 5e-4) for retaining; the shared baselines use that SGD at η_f, except that Alternate
+    RL/SalUn/SCRUB keep η_r for retain phases as the official classification code does."""
     per_phase = spec.setting == "alternate" and spec.method in ("rl", "salun", "scrub")
     shared_lr = spec.setting in ("joint", "alternate") and not per_phase
-    optimizer = build_optimizer(
+    return build_optimizer(
         spec.setting,
-        model.parameters(),
-        forget={"name": "adamw", "lr": spec.forget_lr, "weight_decay": 0.05},
+        params,
+        forget={"name": "adamw", "lr": spec.eta_f, "weight_decay": 0.05},
         retain={
             "name": "sgd",
-            "lr": spec.forget_lr if shared_lr else spec.retain_lr,
+            "lr": spec.eta_f if shared_lr else spec.retain_lr,
             "momentum": 0.9,
             "weight_decay": 5e-4,
         },
         plus={"retain_lr": spec.plus_retain_lr} if spec.setting.startswith("dual_plus") else None,
         per_phase_lr=per_phase,
     )
+
+
+def curve_evaluator(world: World, seed: int, limit: int = CURVE_SAMPLE) -> Evaluate:
+    """FA, RA, TA and MIA during unlearning, for metric curves (paper Fig. 1). All of D_f,
+    but at most ``limit`` seeded rows of D_r and of D_test, so curves stay cheap on big sets;
+    the final metrics are always measured on everything."""
+    generator = torch.Generator().manual_seed(seed)
+    retain = world.split.retain
+    retain = retain[torch.randperm(len(retain), generator=generator)[:limit]]
+    test = torch.randperm(len(world.data.test), generator=generator)[:limit]
+    test_x, test_y = world.data.test.x[test], world.data.test.y[test]
+    train = world.data.train
+
+    def measure(model: nn.Module, _run: RunState) -> dict[str, float]:
+        return evaluate(
+            model, train.x, train.y, world.split.forget, retain, test_x, test_y, efficacy=False
+        )
+
+    return measure
+
+
+def run_unlearning(spec: UnlearnSpec, world: World, seed: int) -> dict[str, Any]:
+    """Unlearn with ``spec`` from this seed's original model: final metrics, ``seconds``, and
+    ``curves`` ({name: [[step, value], ...]}: losses, gradient norms, and the metrics every
+    ``spec.eval_every`` steps)."""
+    model = copy.deepcopy(world.original)
+    method, schedule, options = build_run(spec, world, seed)
+    optimizer = make_optimizer(spec, model.parameters())
     config = EngineConfig(
         schedule,
         forget_batch=spec.batch_size,
         retain_batch=spec.batch_size,
         joint=spec.setting == "joint",
         seed=seed,
+        eval_every=spec.eval_every,
+        record_grad_norms=True,
         progress=False,
         **options,
     )
     forget, retain = world.sources
+    evaluator = curve_evaluator(world, seed) if spec.eval_every else None
     start = time.perf_counter()
-    unlearn(model, method, forget, retain, optimizer, config)
+    result = unlearn(model, method, forget, retain, optimizer, config, evaluate=evaluator)
     seconds = time.perf_counter() - start
-    return {**evaluate_model(model, world.data, world.split), "seconds": seconds}
-
-
-@dataclass
-class Report:
-    rt: list[dict[str, float]]
-    runs: dict[str, list[dict[str, float]]]
-
-    def rows(self) -> list[dict[str, Any]]:
-        """One row per method and setting (RT first): per-metric mean, std, |gap|; Gap, Std."""
-        out = []
-        for label, runs in [("RT", self.rt), *self.runs.items()]:
-            gap, std, per_metric = gap_and_std(runs, self.rt, METRICS)
-            seconds = [r["seconds"] for r in runs]
-            rt_seconds = [r["seconds"] for r in self.rt]
-            out.append(
-                {
-                    "method": label,
-                    "gap": gap,
-                    "std": std,
-                    "metrics": per_metric,
-                    "seconds": sum(seconds) / len(seconds),
-                    "time_vs_rt": sum(seconds) / sum(rt_seconds),
-                }
-            )
-        return out
-
-
-def run_experiment(
-    exp: VisionExperiment, out_dir: Path | None = None, progress: bool = False
-) -> Report:
-    """Every run of ``exp`` on every seed; the report is written atomically to ``out_dir``."""
-    report = Report(rt=[], runs={spec.label: [] for spec in exp.runs})
-    data = load_experiment_data(exp)
-    for seed in exp.seeds:  # every forget set is checked before anything trains
-        forget_split(exp, data, seed)
-    with Progress(disable=not progress) as bar:
-        task = bar.add_task("unlearning", total=len(exp.seeds) * (1 + len(exp.runs)))
-        for seed in exp.seeds:
-            bar.update(task, description=f"seed {seed}: original model and RT")
-            world = prepare(exp, seed, data)
-            report.rt.append({**world.rt_metrics, "seconds": world.rt_seconds})
-            bar.advance(task)
-            for spec in exp.runs:
-                bar.update(task, description=f"seed {seed}: {spec.label}")
-                report.runs[spec.label].append(run_unlearning(spec, world, seed))
-                bar.advance(task)
-    if out_dir is not None:
-        write_json(
-            out_dir / "report.json",
-            {"config": to_dict(exp), "rt": report.rt, "runs": report.runs, "rows": report.rows()},
-        )
-    return report
-
-
-@dataclass
-class Tuning:
-    """Gap (averaged over seeds, SPEC §1.3) of each run at each η_f, and the best η_f."""
-
-    gaps: dict[str, dict[float, float]]
-
-    @property
-    def best(self) -> dict[str, float]:
-        return {label: min(g, key=g.__getitem__) for label, g in self.gaps.items()}
-
-
-def tune_forget_lr(
-    exp: VisionExperiment,
-    grid: Sequence[float],
-    out_dir: Path | None = None,
-    progress: bool = False,
-) -> Tuning:
-    """The paper's protocol: η_r fixed, η_f from ``grid``, the lowest mean Gap wins."""
-    if not grid or any(not lr > 0 for lr in grid):
-        raise ValueError(f"the η_f grid must be non-empty and positive, got {list(grid)}")
-    data = load_experiment_data(exp)
-    for seed in exp.seeds:
-        forget_split(exp, data, seed)
-    tuning = Tuning(gaps={spec.label: {} for spec in exp.runs})
-    with Progress(disable=not progress) as bar:
-        task = bar.add_task("tuning", total=len(exp.seeds) + len(exp.runs) * len(grid))
-        worlds = {}
-        for seed in exp.seeds:
-            worlds[seed] = prepare(exp, seed, data)
-            bar.advance(task)
-        rt = [w.rt_metrics for w in worlds.values()]
-        for spec in exp.runs:
-            for lr in grid:
-                bar.update(task, description=f"{spec.label}: η_f = {lr:g}")
-                tried = replace(spec, forget_lr=lr)
-                runs = [run_unlearning(tried, w, seed) for seed, w in worlds.items()]
-                tuning.gaps[spec.label][lr] = gap_and_std(runs, rt, METRICS)[0]
-                bar.advance(task)
-    if out_dir is not None:
-        write_json(
-            out_dir / "tune.json",
-            {
-                "config": to_dict(exp),
-                "grid": list(grid),
-                "gaps": {k: {str(lr): g for lr, g in v.items()} for k, v in tuning.gaps.items()},
-                "best": tuning.best,
-            },
-        )
-    return tuning
-
-
-def report_table(report: Report, title: str) -> Table:
-    """The paper's layout: per metric mean ± std (|gap to RT|), then Gap and Std."""
-    table = Table(title=title)
-    for column in ("method", *METRICS, "Gap ↓", "Std ↓", "time / RT"):
-        table.add_column(column, justify="left" if column == "method" else "right")
-    for row in report.rows():
-        cells = [
-            f"{m['mean']:.2f} ± {m['std']:.2f} ({m['gap']:.2f})"
-            for m in (row["metrics"][k] for k in METRICS)
-        ]
-        table.add_row(
-            row["method"],
-            *cells,
-            f"{row['gap']:.2f}",
-            f"{row['std']:.2f}",
-            f"{row['time_vs_rt']:.2f}",
-        )
-    return table
+    curves = {name: [list(point) for point in points] for name, points in result.curves.items()}
+    return {**evaluate_model(model, world.data, world.split), "seconds": seconds, "curves": curves}

@@ -1,5 +1,5 @@
-"""Classification metrics (SPEC §3.1): FA/RA/TA, the entropy MIA of the paper's tables,
-SalUn's MIA-efficacy, and Gap/Std of a method against retraining across seeds.
+"""Classification metrics (SPEC §3.1): FA/RA/TA, the entropy MIA of the paper's tables and
+SalUn's MIA-efficacy (Gap/Std against retraining are task-agnostic: dualoptim.bench.stats).
 
 The attacks only see softmax outputs, so ``predict`` runs a model once per split and every
 metric works on the resulting probabilities.
@@ -8,7 +8,7 @@ metric works on the resulting probabilities.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -154,9 +154,11 @@ def evaluate(
     test_y: Tensor,
     *,
     batch_size: int = 512,
+    efficacy: bool = True,
 ) -> dict[str, float]:
-    """FA, RA, TA, MIA and MIA_efficacy (all %) of ``model``; D_f and D_r are rows of the
-    training set given by ``forget_idx`` and ``retain_idx``."""
+    """FA, RA, TA, MIA and (unless ``efficacy`` is False: its SVC is the slow part)
+    MIA_efficacy, all %, of ``model``; D_f and D_r are rows of the training set given by
+    ``forget_idx`` and ``retain_idx``."""
     _check_batch_size(batch_size)
     forget = _as_index(forget_idx, "forget_idx")
     retain = _as_index(retain_idx, "retain_idx")
@@ -165,46 +167,14 @@ def evaluate(
     p_retain = _predict_rows(model, train_x, retain, batch_size)
     p_test = predict(model, test_x, batch_size=batch_size)
     y_forget, y_retain = train_y[forget], train_y[retain]
-    return {
+    metrics = {
         "FA": accuracy(p_forget, y_forget),
         "RA": accuracy(p_retain, y_retain),
         "TA": accuracy(p_test, test_y),
         "MIA": mia_entropy(p_retain, p_test, p_forget),
-        "MIA_efficacy": mia_efficacy(p_retain, y_retain, p_test, test_y, p_forget, y_forget),
     }
-
-
-def _table(runs: Sequence[Mapping[str, float]], name: str, metrics: Sequence[str]) -> np.ndarray:
-    """(seeds, metrics) array of ``runs``; names the first run and metric that is missing."""
-    if not runs:
-        raise ValueError(f"{name}: no runs")
-    for i, run in enumerate(runs):
-        missing = [k for k in metrics if k not in run]
-        if missing:
-            raise ValueError(f"{name} run {i} lacks metric(s) {', '.join(missing)}")
-    return np.array([[float(run[k]) for k in metrics] for run in runs])
-
-
-def gap_and_std(
-    method: Sequence[Mapping[str, float]],
-    reference: Sequence[Mapping[str, float]],
-    metrics: Sequence[str] = TABLE_METRICS,
-) -> tuple[float, float, dict[str, dict[str, float]]]:
-    """The paper's Gap and Std of ``method`` (one mapping of metrics per seed) against
-    ``reference`` (RT, measured on the same forget sets).
-
-    Gap = mean over ``metrics`` of |mean over seeds(method) − mean over seeds(reference)|;
-    Std = mean over ``metrics`` of the population std (ddof 0) of ``method`` across seeds.
-    Also returns ``{metric: {"mean", "std", "gap"}}`` of ``method`` for tables.
-    """
-    if not metrics:
-        raise ValueError("metrics is empty")
-    m = _table(method, "method", metrics)
-    r = _table(reference, "reference", metrics)
-    mean, std = m.mean(0), m.std(0)
-    gap = np.abs(mean - r.mean(0))
-    per_metric = {
-        k: {"mean": float(mean[i]), "std": float(std[i]), "gap": float(gap[i])}
-        for i, k in enumerate(metrics)
-    }
-    return float(gap.mean()), float(std.mean()), per_metric
+    if efficacy:
+        metrics["MIA_efficacy"] = mia_efficacy(
+            p_retain, y_retain, p_test, test_y, p_forget, y_forget
+        )
+    return metrics

@@ -1,0 +1,346 @@
+"""Figures of a benchmark, built from run records alone (no run is repeated to plot).
+
+Each ``plot_*`` function saves a PNG atomically (a reader never sees half a file); each
+``*_figure`` function builds the same figure and returns it, so tests (and notebooks) can
+inspect the drawn data. Figures are plain :class:`matplotlib.figure.Figure` objects drawn
+by the Agg canvas, never registered with pyplot: nothing global to close, and a figure is
+freed as soon as it is no longer referenced, however many are made.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import NullLocator
+
+import dualoptim
+from dualoptim.io import atomic_write
+
+DPI = 120
+
+#: The forget optimizer of each setting, as the paper's Fig. 2 names the lines.
+SETTING_NAMES = {
+    "joint": "SGD, joint loss",
+    "alternate": "SGD",
+    "dual": "Adam",
+    "dual_plus": "DualOptim+",
+    "dual_8bit": "Adam 8-bit",
+    "dual_plus_8bit": "DualOptim+ 8-bit",
+}
+#: One colour per setting, the same in every subplot.
+SETTING_COLORS = {
+    "joint": "tab:gray",
+    "alternate": "tab:red",
+    "dual": "tab:blue",
+    "dual_plus": "tab:green",
+    "dual_8bit": "tab:purple",
+    "dual_plus_8bit": "tab:olive",
+}
+_SPARE_COLORS = ("tab:orange", "tab:brown", "tab:pink", "tab:cyan")
+#: Which objective a gradient-norm curve belongs to: (curve key, line style, legend name).
+GRAD_KINDS = {
+    "forget": ("grad_norm/forget", "-", "‖∇L_f‖"),
+    "retain": ("grad_norm/retain", "--", "‖∇L_r‖"),
+    "joint": ("grad_norm/joint", ":", "‖∇(L_f+L_r)‖"),
+}
+
+Curve = Sequence[Sequence[float | None]]
+
+
+def mean_curve(curves: Sequence[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Steps common to all ``curves`` (lists of ``[step, value]``), and the mean and
+    population std (ddof 0) across curves at those steps.
+
+    Seeds may log at different steps (e.g. a run stopped early); only steps every seed has
+    are averaged, so each point is a mean over the same seeds. The arrays are empty when no
+    step is common. A ``None`` value (a non-finite number, as strict JSON stores it) becomes
+    NaN, which matplotlib leaves as a hole in the line.
+    """
+    if not curves:
+        raise ValueError("mean_curve: no curves")
+    tables = [_curve_dict(c) for c in curves]
+    common = sorted(set.intersection(*(set(t) for t in tables)))
+    values = np.array([[t[s] for s in common] for t in tables], dtype=float).reshape(
+        len(tables), len(common)
+    )
+    return np.asarray(common, dtype=float), values.mean(0), values.std(0)
+
+
+def _curve_dict(curve: Curve) -> dict[float, float]:
+    """``{step: value}`` of one curve, with ``None`` as NaN; rejects malformed points."""
+    table = {}
+    for point in curve:
+        if len(point) != 2 or point[0] is None:
+            raise ValueError(f"curve point {point!r} is not [step, value]")
+        table[point[0]] = math.nan if point[1] is None else float(point[1])
+    return table
+
+
+def _runs(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The records of kind "run", checked to hold one lr_scale per group: averaging seeds
+    across lr_scales would silently mix different runs of a group. Groups may differ (each
+    at its own tuned η_f)."""
+    runs = [r for r in records if r.get("kind") == "run"]
+    for group, members in _by(runs, "group").items():
+        scales = {r.get("lr_scale") for r in members} - {None}
+        if len(scales) > 1:
+            raise ValueError(
+                f"{group}: records span several lr_scale values {sorted(scales)}; "
+                "pass the records of one lr_scale per group"
+            )
+    return runs
+
+
+def _by(runs: Iterable[Mapping[str, Any]], key: str) -> dict[str, list[Mapping[str, Any]]]:
+    """Runs grouped by ``key`` in order of first appearance (so colours follow the input)."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault(str(r.get(key)), []).append(r)
+    return groups
+
+
+def _seed_curves(runs: Iterable[Mapping[str, Any]], key: str) -> list[Curve]:
+    """The non-empty ``curves[key]`` of ``runs``; seeds that did not log it are left out."""
+    return [c for r in runs if (c := (r.get("curves") or {}).get(key))]
+
+
+def _scale_note(runs: Sequence[Mapping[str, Any]]) -> str:
+    scales = {r.get("lr_scale") for r in runs} - {None}
+    if len(scales) > 1:
+        return ", each group at its own η_f"
+    return f", η_f × {next(iter(scales)):g}" if scales else ""
+
+
+def _reference_mean(records: Iterable[Mapping[str, Any]], metric: str) -> float | None:
+    """RT's mean final ``metric`` over its seeds (finite values only), None without one."""
+    values = [
+        float(v)
+        for r in records
+        if r.get("kind") == "reference"
+        and (v := (r.get("metrics") or {}).get(metric)) is not None
+        and math.isfinite(float(v))
+    ]
+    return float(np.mean(values)) if values else None
+
+
+def _setting_label(setting: str) -> str:
+    """``"dual (Adam)"``: the setting with the forget optimizer it stands for."""
+    optimizer = SETTING_NAMES.get(setting)
+    return f"{setting} ({optimizer})" if optimizer else setting
+
+
+def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:
+    cols = min(n, max_cols)
+    return math.ceil(n / cols), cols
+
+
+def curves_figure(
+    records: Sequence[Mapping[str, Any]], metrics: Sequence[str] = ("FA", "RA", "TA", "MIA")
+) -> Figure:
+    """The paper's Fig. 1: each metric during unlearning, mean ± 1 std over seeds per group,
+    with RT's final value as the target. One line per group (gid = group), band gid
+    ``"<group> band"``, RT line gid ``"RT"``. Metrics no group logged get no subplot."""
+    if not metrics:
+        raise ValueError("plot_curves: metrics is empty")
+    runs = _runs(records)
+    groups = _by(runs, "group")
+    colors = {g: f"C{i % 10}" for i, g in enumerate(groups)}
+    panels = []
+    for metric in metrics:
+        lines = []
+        for group, members in groups.items():
+            seeds = _seed_curves(members, f"eval/{metric}")
+            if not seeds:
+                continue
+            steps, mean, std = mean_curve(seeds)
+            if len(steps):
+                lines.append((group, len(seeds), steps, mean, std))
+        if lines:
+            panels.append((metric, lines))
+    if not panels:
+        raise ValueError(
+            f"plot_curves: no run record has an eval curve of {', '.join(metrics)} "
+            "(or the seeds of each group share no step)"
+        )
+
+    rows, cols = _grid(len(panels))
+    fig = Figure(figsize=(4.2 * cols, 3.4 * rows + 0.9), dpi=DPI, layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    handles: dict[str, Any] = {}
+    for ax, (metric, lines) in zip(axes, panels, strict=False):
+        for group, n, steps, mean, std in lines:
+            (line,) = ax.plot(steps, mean, color=colors[group], lw=1.6, label=group, gid=group)
+            band = ax.fill_between(
+                steps, mean - std, mean + std, color=colors[group], alpha=0.2, lw=0
+            )
+            band.set_gid(f"{group} band")
+            handles.setdefault(f"{group} (n={n})", line)
+        rt = _reference_mean(records, metric)
+        if rt is not None:
+            handles["RT"] = ax.axhline(rt, color="black", ls="--", lw=1.2, label="RT", gid="RT")
+        ax.set_title(metric)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(f"{metric} (%)")
+        ax.grid(alpha=0.3)
+    fig.legend(
+        list(handles.values()),
+        list(handles.keys()),
+        loc="outside lower center",
+        ncols=min(len(handles), 4),
+        fontsize=8,
+    )
+    fig.suptitle(f"Metrics during unlearning (mean ± 1 std over seeds{_scale_note(runs)})")
+    return fig
+
+
+def plot_curves(
+    records: Sequence[Mapping[str, Any]],
+    path: Path,
+    metrics: Sequence[str] = ("FA", "RA", "TA", "MIA"),
+) -> None:
+    """Save :func:`curves_figure` of ``records`` (one lr_scale) as a PNG at ``path``."""
+    _save(curves_figure(records, metrics), Path(path))
+
+
+def grad_norms_figure(
+    records: Sequence[Mapping[str, Any]], kinds: Sequence[str] = ("forget", "retain")
+) -> Figure:
+    """The paper's Fig. 2: per method, the gradient norm of each objective per step, one
+    colour per setting, one line style per objective (``kinds``: "forget", "retain",
+    "joint"), mean over seeds, log y. Line gids are ``"<method>/<setting>/<kind>"``."""
+    unknown = [k for k in kinds if k not in GRAD_KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"plot_grad_norms: kinds must be among {list(GRAD_KINDS)}, got {kinds}")
+    runs = _runs(records)
+    panels = []
+    for method, members in _by(runs, "method").items():
+        lines = []
+        for setting, seeds in _by(members, "setting").items():
+            for kind in kinds:
+                key, _, _ = GRAD_KINDS[kind]
+                curves = _seed_curves(seeds, key)
+                if not curves:
+                    continue
+                steps, mean, _ = mean_curve(curves)
+                if len(steps):
+                    lines.append((setting, kind, len(curves), steps, mean))
+        if lines:
+            panels.append((method, lines))
+    if not panels:
+        raise ValueError(
+            "plot_grad_norms: no run record has a gradient-norm curve "
+            f"({', '.join(GRAD_KINDS[k][0] for k in kinds)})"
+        )
+
+    settings = list(dict.fromkeys(s for _, lines in panels for s, *_ in lines))
+    spare = iter(_SPARE_COLORS * len(settings))
+    colors = {s: SETTING_COLORS.get(s) or next(spare) for s in settings}
+    rows, cols = _grid(len(panels), max_cols=3)
+    fig = Figure(figsize=(4.8 * cols, 3.6 * rows + 0.8), dpi=DPI, layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (method, lines) in zip(axes, panels, strict=False):
+        for setting, kind, n, steps, mean in lines:
+            _, style, name = GRAD_KINDS[kind]
+            ax.plot(
+                steps,
+                np.where(mean > 0, mean, np.nan),  # log scale: a zero norm is a hole, not -inf
+                color=colors[setting],
+                ls=style,
+                lw=1.3,
+                label=f"{_setting_label(setting)} {name}, n={n}",
+                gid=f"{method}/{setting}/{kind}",
+            )
+        ax.set_yscale("log")
+        ax.set_title(method)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("gradient norm")
+        ax.grid(alpha=0.3, which="both")
+    # One legend for all subplots: colour = setting, line style = objective (proxy lines).
+    drawn = list(dict.fromkeys(k for _, lines in panels for _, k, *_ in lines))
+    handles = [Line2D([], [], color=colors[s], label=_setting_label(s)) for s in settings]
+    handles += [
+        Line2D([], [], color="black", ls=GRAD_KINDS[k][1], label=GRAD_KINDS[k][2]) for k in drawn
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), fontsize=8)
+    fig.suptitle(
+        "Gradient norms of the forget (L_f) and retain (L_r) losses "
+        f"(mean over seeds{_scale_note(runs)})"
+    )
+    return fig
+
+
+def plot_grad_norms(
+    records: Sequence[Mapping[str, Any]],
+    path: Path,
+    kinds: Sequence[str] = ("forget", "retain"),
+) -> None:
+    """Save :func:`grad_norms_figure` of ``records`` (one lr_scale) as a PNG at ``path``."""
+    _save(grad_norms_figure(records, kinds), Path(path))
+
+
+def sensitivity_figure(
+    gaps: Mapping[str, Mapping[float, float | None]], xlabel: str = "η_f / tuned η_f"
+) -> Figure:
+    """Gap against the η_f multiplier, one line with markers per group (gid = group), log x.
+
+    Multipliers may be strings (JSON object keys); a ``None`` Gap (a diverged run) is a
+    hole in the line. Ticks sit at the multipliers themselves, so each grid point is legible.
+    """
+    series = {}
+    for group, by_scale in gaps.items():
+        points = sorted(
+            (float(x), math.nan if y is None else float(y)) for x, y in by_scale.items()
+        )
+        if points:
+            series[group] = points
+    if not series:
+        raise ValueError("plot_sensitivity: no Gap to plot")
+    xs = sorted({x for points in series.values() for x, _ in points})
+    if xs[0] <= 0:
+        raise ValueError(f"plot_sensitivity: multipliers must be positive (log x), got {xs[0]}")
+
+    fig = Figure(figsize=(6.4, 4.2), dpi=DPI, layout="constrained")
+    ax: Axes = fig.subplots()
+    for group, points in series.items():
+        x, y = zip(*points, strict=True)
+        ax.plot(x, y, marker="o", ms=5, lw=1.5, label=group, gid=group)
+    ax.set_xscale("log")
+    ax.set_xticks(xs, [f"{x:g}" for x in xs])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("Gap to RT (lower is better)")
+    ax.set_title("Sensitivity to the forget learning rate")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_sensitivity(
+    gaps: Mapping[str, Mapping[float, float | None]],
+    path: Path,
+    xlabel: str = "η_f / tuned η_f",
+) -> None:
+    """Save :func:`sensitivity_figure` of ``gaps`` as a PNG at ``path``."""
+    _save(sensitivity_figure(gaps, xlabel), Path(path))
+
+
+def _save(fig: Figure, path: Path) -> None:
+    """Render ``fig`` to a PNG next to ``path`` and rename it over ``path``."""
+    canvas = FigureCanvasAgg(fig)
+
+    def write(f: IO[bytes]) -> None:
+        canvas.print_png(f, metadata={"Software": f"dualoptim {dualoptim.__version__}"})
+
+    atomic_write(path, write)

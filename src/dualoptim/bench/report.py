@@ -1,0 +1,128 @@
+"""A report folder from records alone: tables (Markdown, CSV), plots (PNG), a summary (JSON).
+
+`dualoptim bench` writes it at the end of a sweep and `dualoptim report` rebuilds the same
+files from the records, so nothing needs re-running to change or recover a report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dualoptim.bench.plots import plot_curves, plot_grad_norms, plot_sensitivity
+from dualoptim.bench.records import RecordStore
+from dualoptim.bench.tables import (
+    Summary,
+    main_table,
+    markdown,
+    rows_csv,
+    sensitivity_table,
+    summarize,
+)
+from dualoptim.io import atomic_write, write_json
+
+
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _has_curves(records: Iterable[Mapping[str, Any]], prefix: str) -> bool:
+    return any(name.startswith(prefix) for r in records for name in r.get("curves", {}))
+
+
+def _recipe(records: Sequence[Mapping[str, Any]]) -> str:
+    """The shared part of the configuration (data, model, training), stated beside the
+    numbers: every scaled number must carry its recipe."""
+    reference = next(r for r in records if r["kind"] == "reference")
+    shared = {k: v for k, v in reference["config"].items() if k not in ("runs", "seeds")}
+    shared["seeds"] = sorted({r["seed"] for r in records})
+    runs = sorted(
+        {
+            yaml.safe_dump(r["config"]["runs"][0], default_flow_style=True, width=200).strip()
+            for r in records
+            if r["kind"] == "run"
+        }
+    )
+    text = yaml.safe_dump(shared, sort_keys=False, default_flow_style=None, width=100)
+    return text + "runs (η_f as run):\n" + "".join(f"  - {r}\n" for r in runs)
+
+
+def _provenance(records: Iterable[Mapping[str, Any]]) -> str:
+    """Where the records were made: every distinct machine and commit, in a stable order."""
+    machines, commits = set(), set()
+    for r in records:
+        env = r["environment"]
+        m = env["machine"]
+        machines.add(
+            f"{m['processor']}, {m['cpus']} CPUs, {m['torch_threads']} torch threads, "
+            f"GPU {m['gpu'] or 'none'}, torch {env['packages']['torch']}"
+        )
+        git = env.get("git") or {}
+        commits.add(git.get("commit", "unknown")[:12] + ("+changes" if git.get("dirty") else ""))
+    return f"Machine: {'; '.join(sorted(machines))}. Commit: {', '.join(sorted(commits))}.\n"
+
+
+def write_report(
+    records: Sequence[Mapping[str, Any]], out_dir: Path, metrics: Sequence[str], title: str
+) -> Summary:
+    """Every table and plot of ``records`` into ``out_dir``; returns the summary."""
+    summary = summarize(records, metrics)
+    tuned = summary.tuned()
+    header, cells = main_table([summary.rt, *tuned], metrics)
+    parts = [
+        f"# {title}\n",
+        "Per method and setting at its best η_f of the sweep (lowest Gap, SPEC §1.3, "
+        "in-sample): mean ± std over seeds (|gap to RT|), then Gap and Std (SPEC §3.1). "
+        "`time / RT`: unlearning wall time over RT's training time.\n",
+        markdown(header, cells),
+    ]
+    sensitivity = summary.sensitivity()
+    if sensitivity:
+        s_header, s_cells = sensitivity_table(sensitivity)
+        parts += [
+            "\n## Sensitivity to η_f (SPEC §3.4)\n",
+            "Gap at each η_f multiple of the run's configured η_f; spread = max − min.\n",
+            markdown(s_header, s_cells),
+            "\n![Gap vs η_f](sensitivity.png)\n",
+        ]
+        _write_text(out_dir / "sensitivity.csv", rows_csv(summary.rows, metrics))
+        plot_sensitivity(sensitivity, out_dir / "sensitivity.png")
+    chosen = {(row.group, row.lr_scale) for row in tuned}
+    shown = [
+        r for r in records if r["kind"] == "reference" or (r["group"], r["lr_scale"]) in chosen
+    ]
+    if _has_curves(shown, "eval/"):
+        plot_curves(shown, out_dir / "curves.png", metrics)
+        parts.append("\n## Metrics during unlearning\n\n![curves](curves.png)\n")
+    if _has_curves(shown, "grad_norm/"):
+        plot_grad_norms(shown, out_dir / "grad_norms.png", kinds=("forget", "retain", "joint"))
+        parts.append("\n## Gradient norms of L_f and L_r\n\n![gradient norms](grad_norms.png)\n")
+    parts += [
+        "\n## Recipe\n\n```yaml\n" + _recipe(records) + "```\n",
+        "\n" + _provenance(records),
+    ]
+    _write_text(out_dir / "report.md", "".join(parts))
+    _write_text(out_dir / "table.csv", rows_csv([summary.rt, *tuned], metrics))
+    write_json(
+        out_dir / "summary.json",
+        {
+            "title": title,
+            "rt": asdict(summary.rt),
+            "rows": [asdict(row) for row in summary.rows],
+            "tuned": [row.group for row in tuned],
+            "sensitivity": {g: {str(k): v for k, v in by.items()} for g, by in sensitivity.items()},
+        },
+    )
+    return summary
+
+
+def rebuild_report(out_dir: Path, metrics: Sequence[str], title: str) -> Summary:
+    """The report of ``out_dir`` from its records only."""
+    records = list(RecordStore(out_dir / "records"))
+    if not records:
+        raise FileNotFoundError(f"{out_dir / 'records'}: no records to report")
+    return write_report(records, out_dir, metrics, title)
