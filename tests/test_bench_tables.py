@@ -110,6 +110,8 @@ def test_summary_refuses_runs_without_their_rt() -> None:
     other = {**RT[1], "config": {"model": "resnet8", "seeds": [1]}}
     with pytest.raises(ValueError, match=r"different experiments.*\['model'\], seed 1"):
         summarize([RT[0], other, *RUNS], METRICS)
+    with pytest.raises(ValueError, match=r"two reference \(RT\) records for seed 0"):
+        summarize([*RT, {**RT[0], "id": "again"}, *RUNS], METRICS)
     with pytest.raises(ValueError, match="kind must be"):
         rec("rt", "RT", 0, 1, 1)
 

@@ -78,3 +78,37 @@ def test_bad_input_gives_one_clear_line_and_no_training(
 def test_config_errors_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="salun_keep must lie"):
         load_config(VisionExperiment, None, ["runs=[{method: salun, salun_keep: 0}]"])
+
+
+TINY = """\
+data: {name: digits, per_class_train: 30, per_class_test: 10, forget_fraction: 0.1}
+train: {epochs: 3}
+runs:
+  - {method: rl, setting: dual, epochs: 1, eval_every: 3}
+seeds: [0, 1]
+"""
+
+
+@pytest.mark.slow
+def test_bench_then_report_from_the_command_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    assert main(["bench", "--config", "tiny.yaml", "--grid", "1", "3", "--out", "out"]) == 0
+    folder = tmp_path / "out" / "tiny"
+    assert len(list((folder / "records").glob("*.json"))) == 2 + 2 * 2  # RT per seed + runs
+    printed = capsys.readouterr().out
+    assert "rl (dual)" in printed
+    assert "η_f ×3" in printed
+    report = (folder / "report.md").read_text()
+    (folder / "report.md").unlink()
+    assert main(["report", str(folder)]) == 0
+    assert (folder / "report.md").read_text() == report
+    # a second experiment in the same folder is refused, and the report is left as it was
+    with pytest.raises(SystemExit) as exit_info:
+        main(["unlearn", "--config", "tiny.yaml", "--out", "out", "train.epochs=2"])
+    assert exit_info.value.code == 2
+    assert "records of different experiments" in capsys.readouterr().err
+    assert (folder / "report.md").read_text() == report
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(tmp_path / "nothing")])
+    assert "no records to report" in capsys.readouterr().err

@@ -118,17 +118,12 @@ def test_bf16_autocasts_the_forward_and_keeps_master_weights_and_states_fp32(
         assert torch.allclose(low, full, rtol=1e-2, atol=0.0), name
 
 
-def test_fp16_on_cpu_is_refused_before_any_step() -> None:
-    """accelerate 1.15 accepts fp16 on CPU but turns it into fp32 (no autocast, no scaler);
-    the engine refuses it rather than run fp32 under an fp16 label."""
-    accelerator = Accelerator(cpu=True, mixed_precision="fp16")
-    assert accelerator.native_amp is False  # what the engine's check guards against
-    assert accelerator.scaler is None
+def _assert_refused_before_any_step(accelerator: Accelerator, message: str) -> None:
     net = model()
     before = _flat(net)
     method = Relabel()
     cfg = EngineConfig(Schedule(1), forget_batch=4, retain_batch=8, progress=False)
-    with pytest.raises(ValueError, match=r"mixed_precision='fp16' has no effect on CPU.*'bf16'"):
+    with pytest.raises(ValueError, match=message):
         unlearn(
             net,
             method,
@@ -140,6 +135,17 @@ def test_fp16_on_cpu_is_refused_before_any_step() -> None:
         )
     assert method.calls == []
     assert torch.equal(_flat(net), before)
+
+
+def test_fp16_on_cpu_is_refused_before_any_step() -> None:
+    """accelerate 1.15 accepts fp16 on CPU but turns it into fp32 (no autocast, no scaler);
+    the engine refuses it rather than run fp32 under an fp16 label."""
+    accelerator = Accelerator(cpu=True, mixed_precision="fp16")
+    assert accelerator.native_amp is False  # what the engine's check guards against
+    assert accelerator.scaler is None
+    _assert_refused_before_any_step(
+        accelerator, r"mixed_precision='fp16' has no effect on CPU.*'bf16'"
+    )
 
 
 def test_fsdp_is_refused_before_any_step() -> None:
@@ -147,19 +153,4 @@ def test_fsdp_is_refused_before_any_step() -> None:
     set it; under FSDP dual/alternate runs would end untrained (docs/engine.md)."""
     accelerator = Accelerator(cpu=True)
     accelerator.state.distributed_type = DistributedType.FSDP
-    net = model()
-    before = _flat(net)
-    method = Relabel()
-    cfg = EngineConfig(Schedule(1), forget_batch=4, retain_batch=8, progress=False)
-    with pytest.raises(ValueError, match=r"FSDP is not supported.*use DDP"):
-        unlearn(
-            net,
-            method,
-            data(10, 1),
-            data(40, 2),
-            optimizer("dual", net),
-            cfg,
-            accelerator=accelerator,
-        )
-    assert method.calls == []
-    assert torch.equal(_flat(net), before)
+    _assert_refused_before_any_step(accelerator, r"FSDP is not supported.*use DDP")

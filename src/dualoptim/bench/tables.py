@@ -71,13 +71,16 @@ def summarize(records: Iterable[Mapping[str, Any]], metrics: Sequence[str]) -> S
     references: dict[int, Mapping[str, Any]] = {}
     runs: dict[tuple[str, float], list[Mapping[str, Any]]] = defaultdict(list)
     for record in records:
-        if record["kind"] == "reference":
-            references[record["seed"]] = record
-        else:
+        if record["kind"] == "run":
             runs[(record["group"], record["lr_scale"])].append(record)
+            continue
+        if record["seed"] in references:
+            check_one_experiment([references[record["seed"]], record])
+            raise ValueError(f"two reference (RT) records for seed {record['seed']}")
+        references[record["seed"]] = record
     if not references:
         raise ValueError("no reference (RT) records: Gap is measured against RT")
-    _check_one_experiment(list(references.values()))
+    check_one_experiment(list(references.values()))
     rt_seconds = float(np.mean([r["seconds"] for r in references.values()]))
     by_seed = [references[seed] for seed in sorted(references)]
     rt = _row("RT", by_seed, by_seed, metrics, rt_seconds)
@@ -92,7 +95,7 @@ def summarize(records: Iterable[Mapping[str, Any]], metrics: Sequence[str]) -> S
     return Summary(rt, tuple(rows))
 
 
-def _check_one_experiment(references: list[Mapping[str, Any]]) -> None:
+def check_one_experiment(references: Sequence[Mapping[str, Any]]) -> None:
     """Refuse records of different experiments (data, model, training) in one table: their
     runs would be compared with the wrong RT."""
     shared = [

@@ -21,6 +21,7 @@ from rich.progress import (
 )
 
 from dualoptim.bench.records import RecordStore, make_record, record_id
+from dualoptim.bench.tables import check_one_experiment
 from dualoptim.config import to_dict
 from dualoptim.tasks.vision.experiment import (
     METRICS,
@@ -90,6 +91,10 @@ def sweep(
     """
     todo = jobs(exp, lr_scales, absolute)
     store = RecordStore(out_dir / "records") if out_dir is not None else None
+    if store is not None:  # one experiment per folder, checked before anything runs
+        earlier = [r for r in store if r["kind"] == "reference"]
+        this = {"config": _config(exp, None, exp.seeds[0]), "seed": exp.seeds[0]}
+        check_one_experiment([*earlier[:1], this])
     data = load_experiment_data(exp)
     for seed in exp.seeds:  # every forget set is checked before anything trains
         forget_split(exp, data, seed)
