@@ -33,7 +33,6 @@ import argparse
 import datetime as dt
 import gc
 import importlib.metadata
-import json
 import math
 import os
 import platform
@@ -55,6 +54,7 @@ from rich.table import Table
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from dualoptim.io import write_json
 from dualoptim.optim import DualOptimizer, DualOptimPlus
 from dualoptim.optim.dual import DEFAULT_FORGET, DEFAULT_RETAIN
 from dualoptim.optim.quantization import BLOCK
@@ -550,23 +550,6 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write to a temp file beside ``path`` then rename, so no reader sees a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the results from other users
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # ---------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -669,7 +652,7 @@ def main(argv: list[str] | None = None) -> None:
     data["targets"] = evaluate_targets(results)
     print_report(console, data)
     out = args.out.resolve()
-    write_json_atomic(out, data)
+    write_json(out, data)
     console.print(f"wrote {out} ({data['wall_seconds']:.0f} s)")
 
 

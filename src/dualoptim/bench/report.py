@@ -42,13 +42,17 @@ def _recipe(records: Sequence[Mapping[str, Any]]) -> str:
     shared["seeds"] = sorted({r["seed"] for r in records})
     runs = sorted(
         {
-            yaml.safe_dump(r["config"]["runs"][0], default_flow_style=True, width=200).strip()
+            yaml.safe_dump(
+                {k: v for k, v in r["config"]["runs"][0].items() if k != "forget_lr"},
+                default_flow_style=True,
+                width=200,
+            ).strip()
             for r in records
             if r["kind"] == "run"
         }
     )
     text = yaml.safe_dump(shared, sort_keys=False, default_flow_style=None, width=100)
-    return text + "runs (η_f as run):\n" + "".join(f"  - {r}\n" for r in runs)
+    return text + "runs (η_f: see the tables):\n" + "".join(f"  - {r}\n" for r in runs)
 
 
 def _provenance(records: Iterable[Mapping[str, Any]]) -> str:
@@ -74,18 +78,18 @@ def write_report(
     tuned = summary.tuned()
     header, cells = main_table([summary.rt, *tuned], metrics)
     parts = [
-        f"# {title}\n",
+        f"# {title}\n\n",
         "Per method and setting at its best η_f of the sweep (lowest Gap, SPEC §1.3, "
         "in-sample): mean ± std over seeds (|gap to RT|), then Gap and Std (SPEC §3.1). "
-        "`time / RT`: unlearning wall time over RT's training time.\n",
+        "`time / RT`: unlearning wall time over RT's training time.\n\n",
         markdown(header, cells),
     ]
     sensitivity = summary.sensitivity()
     if sensitivity:
         s_header, s_cells = sensitivity_table(sensitivity)
         parts += [
-            "\n## Sensitivity to η_f (SPEC §3.4)\n",
-            "Gap at each η_f multiple of the run's configured η_f; spread = max − min.\n",
+            "\n## Sensitivity to η_f (SPEC §3.4)\n\n",
+            "Gap at each η_f multiple of the run's configured η_f; spread = max − min.\n\n",
             markdown(s_header, s_cells),
             "\n![Gap vs η_f](sensitivity.png)\n",
         ]
