@@ -32,11 +32,15 @@ def run(
     seed: int,
     curves: dict[str, list[list[float]]],
     *,
-    method: str = "sfron",
-    setting: str = "dual",
+    method: str | None = None,
+    setting: str | None = None,
     lr_scale: float = 1.0,
 ) -> dict[str, Any]:
-    """A run record as the benchmark writes it, with keys plots must ignore."""
+    """A run record as the benchmark writes it, with keys plots must ignore; method and
+    setting default to the ones the group names, "method (setting)"."""
+    named_method, _, named_setting = group.partition(" (")
+    method = method or named_method
+    setting = setting or named_setting.rstrip(")") or "dual"
     return {
         "schema": 1,
         "kind": "run",
@@ -193,7 +197,8 @@ def test_curves_figure_uses_one_colour_per_group_in_every_subplot() -> None:
     assert fa.get_color() == ra.get_color()
     assert fa.get_color() != line(fig.axes[0], "sfron (dual)").get_color()
     legend_texts = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert legend_texts == ["sfron (alternate) (n=2)", "sfron (dual) (n=1)", "RT"]
+    assert legend_texts == ["alternate (SGD)", "dual (Adam)", "RT"]
+    assert "over 2 seeds" in fig._suptitle.get_text()
 
 
 def test_curves_figure_leaves_out_a_metric_no_group_logged() -> None:
@@ -274,15 +279,15 @@ def grad_records() -> list[dict[str, Any]]:
 def test_grad_norms_figure_has_one_subplot_per_method_with_norms() -> None:
     fig = grad_norms_figure(grad_records())
     axes = visible_axes(fig)
-    assert [ax.get_title() for ax in axes] == ["sfron", "ga"]
+    assert [ax.get_title() for ax in axes] == ["ga", "sfron"]  # methods in name order
     assert all(ax.get_yscale() == "log" for ax in axes)
-    assert {ln.get_gid() for ln in axes[0].get_lines()} == {
+    assert [ln.get_gid() for ln in axes[0].get_lines()] == ["ga/dual/forget"]  # joint: opt-in
+    assert {ln.get_gid() for ln in axes[1].get_lines()} == {
         "sfron/alternate/forget",
         "sfron/alternate/retain",
         "sfron/dual/forget",
         "sfron/dual/retain",
     }
-    assert [ln.get_gid() for ln in axes[1].get_lines()] == ["ga/dual/forget"]  # joint: opt-in
 
 
 def test_grad_norms_figure_draws_the_mean_over_seeds() -> None:
@@ -324,7 +329,7 @@ def test_grad_norms_figure_has_one_legend_of_settings_and_objectives() -> None:
 
 
 def test_grad_norms_figure_masks_a_zero_norm_on_the_log_axis() -> None:
-    records = [run("a", 0, {"grad_norm/forget": [[1, 0.0], [2, 1.0]]})]
+    records = [run("sfron (dual)", 0, {"grad_norm/forget": [[1, 0.0], [2, 1.0]]})]
     y = line(grad_norms_figure(records), "sfron/dual/forget").get_ydata()
     assert math.isnan(y[0])
     assert y[1] == 1.0

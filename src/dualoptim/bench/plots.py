@@ -9,6 +9,7 @@ freed as soon as it is no longer referenced, however many are made.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -87,8 +88,15 @@ def _curve_dict(curve: Curve) -> dict[float, float]:
 def _runs(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The records of kind "run", checked to hold one lr_scale per group: averaging seeds
     across lr_scales would silently mix different runs of a group. Groups may differ (each
-    at its own tuned η_f)."""
-    runs = [r for r in records if r.get("kind") == "run"]
+    at its own tuned η_f). Sorted by method, then setting, so figures have a stable order."""
+    order = list(SETTING_COLORS)
+    runs = sorted(
+        (r for r in records if r.get("kind") == "run"),
+        key=lambda r: (
+            str(r.get("method")),
+            order.index(r.get("setting")) if r.get("setting") in order else len(order),
+        ),
+    )
     for group, members in _by(runs, "group").items():
         scales = {r.get("lr_scale") for r in members} - {None}
         if len(scales) > 1:
@@ -145,61 +153,75 @@ def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:
 def curves_figure(
     records: Sequence[Mapping[str, Any]], metrics: Sequence[str] = ("FA", "RA", "TA", "MIA")
 ) -> Figure:
-    """The paper's Fig. 1: each metric during unlearning, mean ± 1 std over seeds per group,
-    with RT's final value as the target. One line per group (gid = group), band gid
-    ``"<group> band"``, RT line gid ``"RT"``. Metrics no group logged get no subplot."""
+    """The paper's Fig. 1: each metric during unlearning, mean ± 1 std over seeds, with RT's
+    final value as the target. One row per method, one column per metric, one colour per
+    setting (the same in every panel), so a method's baseline and DualOptim sit side by side.
+    Line gid = group, band gid ``"<group> band"``, RT line gid ``"RT"``. Metrics no group
+    logged get no column."""
     if not metrics:
         raise ValueError("plot_curves: metrics is empty")
     runs = _runs(records)
-    groups = _by(runs, "group")
-    colors = {g: f"C{i % 10}" for i, g in enumerate(groups)}
-    panels = []
-    for metric in metrics:
-        lines = []
-        for group, members in groups.items():
-            seeds = _seed_curves(members, f"eval/{metric}")
-            if not seeds:
-                continue
-            steps, mean, std = mean_curve(seeds)
-            if len(steps):
-                lines.append((group, len(seeds), steps, mean, std))
-        if lines:
-            panels.append((metric, lines))
-    if not panels:
+    methods = _by(runs, "method")
+    table: dict[tuple[str, str], list[tuple[str, str, Any, Any, Any]]] = {}
+    for method, members in methods.items():
+        for group, group_runs in _by(members, "group").items():
+            for metric in metrics:
+                seeds = _seed_curves(group_runs, f"eval/{metric}")
+                if not seeds:
+                    continue
+                steps, mean, std = mean_curve(seeds)
+                if len(steps):
+                    setting = str(group_runs[0].get("setting"))
+                    table.setdefault((method, metric), []).append(
+                        (group, setting, steps, mean, std)
+                    )
+    shown_metrics = [m for m in metrics if any((me, m) in table for me in methods)]
+    shown_methods = [me for me in methods if any((me, m) in table for m in metrics)]
+    if not table:
         raise ValueError(
             f"plot_curves: no run record has an eval curve of {', '.join(metrics)} "
             "(or the seeds of each group share no step)"
         )
-
-    rows, cols = _grid(len(panels))
-    fig = Figure(figsize=(4.2 * cols, 3.4 * rows + 0.9), dpi=DPI, layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax in axes[len(panels) :]:
-        ax.set_visible(False)
+    rows, cols = len(shown_methods), len(shown_metrics)
+    fig = Figure(figsize=(3.6 * cols, 2.6 * rows + 0.9), dpi=DPI, layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
     handles: dict[str, Any] = {}
-    for ax, (metric, lines) in zip(axes, panels, strict=False):
-        for group, n, steps, mean, std in lines:
-            (line,) = ax.plot(steps, mean, color=colors[group], lw=1.6, label=group, gid=group)
-            band = ax.fill_between(
-                steps, mean - std, mean + std, color=colors[group], alpha=0.2, lw=0
-            )
-            band.set_gid(f"{group} band")
-            handles.setdefault(f"{group} (n={n})", line)
-        rt = _reference_mean(records, metric)
-        if rt is not None:
-            handles["RT"] = ax.axhline(rt, color="black", ls="--", lw=1.2, label="RT", gid="RT")
-        ax.set_title(metric)
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel(f"{metric} (%)")
-        ax.grid(alpha=0.3)
+    rt_line = None
+    spare = itertools.cycle(_SPARE_COLORS)
+    colors = dict(SETTING_COLORS)
+    for i, method in enumerate(shown_methods):
+        for j, metric in enumerate(shown_metrics):
+            ax = axes[i, j]
+            for group, setting, steps, mean, std in table.get((method, metric), []):
+                if setting not in colors:
+                    colors[setting] = next(spare)
+                color = colors[setting]
+                (line,) = ax.plot(steps, mean, color=color, lw=1.6, label=group, gid=group)
+                band = ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2, lw=0)
+                band.set_gid(f"{group} band")
+                handles.setdefault(_setting_label(setting), line)
+            rt = _reference_mean(records, metric)
+            if rt is not None:
+                rt_line = ax.axhline(rt, color="black", ls="--", lw=1.2, label="RT", gid="RT")
+            if i == 0:
+                ax.set_title(metric)
+            if i == rows - 1:
+                ax.set_xlabel("optimizer step")
+            ax.set_ylabel(f"{method}: {metric} (%)" if j == 0 else f"{metric} (%)")
+            ax.grid(alpha=0.3)
+    if rt_line is not None:  # last in the legend, after every setting
+        handles["RT"] = rt_line
     fig.legend(
         list(handles.values()),
         list(handles.keys()),
         loc="outside lower center",
-        ncols=min(len(handles), 4),
+        ncols=min(len(handles), 5),
         fontsize=8,
     )
-    fig.suptitle(f"Metrics during unlearning (mean ± 1 std over seeds{_scale_note(runs)})")
+    seeds = sorted({r.get("seed") for r in runs})
+    fig.suptitle(
+        f"Metrics during unlearning (mean ± 1 std over {len(seeds)} seeds{_scale_note(runs)})"
+    )
     return fig
 
 
@@ -242,7 +264,11 @@ def grad_norms_figure(
             f"({', '.join(GRAD_KINDS[k][0] for k in kinds)})"
         )
 
-    settings = list(dict.fromkeys(s for _, lines in panels for s, *_ in lines))
+    order = list(SETTING_COLORS)
+    settings = sorted(
+        {s for _, lines in panels for s, *_ in lines},
+        key=lambda s: (order.index(s) if s in order else len(order), s),
+    )
     spare = iter(_SPARE_COLORS * len(settings))
     colors = {s: SETTING_COLORS.get(s) or next(spare) for s in settings}
     rows, cols = _grid(len(panels), max_cols=3)
