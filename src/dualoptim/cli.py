@@ -7,6 +7,7 @@ Each subcommand registers itself in :func:`build_parser` with a ``handler``; add
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -15,6 +16,12 @@ from rich.console import Console
 
 import dualoptim
 from dualoptim.config import ConfigError, load_config
+
+
+def _console() -> Console:
+    """Rich's console; a log file or pipe gets 160 columns instead of 80, so the tables of
+    mean ± std cells stay on one line each."""
+    return Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def _at_least(minimum: int) -> Callable[[str], int]:
@@ -82,7 +89,7 @@ def _print_table(title: str, header: Sequence[str], cells: Sequence[Sequence[str
         table.add_column(column, justify="left" if i == 0 else "right")
     for row in cells:
         table.add_row(*row)
-    Console().print(table)
+    _console().print(table)
 
 
 def _show(summary, out: Path, metrics: Sequence[str]) -> None:
@@ -92,7 +99,7 @@ def _show(summary, out: Path, metrics: Sequence[str]) -> None:
     _print_table(f"{out.name}: {seeds} seeds", *main_table([summary.rt, *summary.tuned()], metrics))
     if summary.sensitivity():
         _print_table("Gap by η_f (× the run's η_f)", *sensitivity_table(summary.sensitivity()))
-    Console().print(f"wrote {out / 'report.md'} and the records in {out / 'records'}")
+    _console().print(f"wrote {out / 'report.md'} and the records in {out / 'records'}")
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -108,7 +115,7 @@ def _sweep(args: argparse.Namespace) -> int:
     _show(summary, out, METRICS)
     if args.command == "tune":
         best = ", ".join(f"{row.group} {row.forget_lr:.3g}" for row in summary.tuned())
-        Console().print(f"best η_f (lowest mean Gap): {best}")
+        _console().print(f"best η_f (lowest mean Gap): {best}")
     return 0
 
 
@@ -155,7 +162,7 @@ def _models(args: argparse.Namespace) -> int:
                 *(f"{m[k]:.2f}" for k in ("FA", "RA", "TA", "MIA", "MIA_efficacy")),
                 f"{train_seconds:.1f}",
             )
-    Console().print(table)
+    _console().print(table)
     return 0
 
 
