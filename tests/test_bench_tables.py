@@ -79,6 +79,12 @@ def test_summary_gap_std_and_time_by_hand() -> None:
         ("x (dual)", 1.0),
     ]
     assert summary.sensitivity() == {"x (dual)": {1.0: 1.5, 3.0: 6.0}}
+    # an unfinished scale (one seed) cannot be chosen, however low its Gap
+    lucky = rec("run", "x (dual)", 0, 92, 100, lr_scale=10.0)  # Gap (0 + 2)/2 = 1 on seed 0
+    partial = summarize([*RUNS, *RT, lucky], METRICS)
+    assert {(r.group, r.lr_scale): r.gap for r in partial.rows}[("x (dual)", 10.0)] == 1.0
+    assert [(r.group, r.lr_scale) for r in partial.tuned()][1] == ("x (dual)", 1.0)
+    assert partial.sensitivity() == summary.sensitivity()
 
 
 def test_tables_render_the_numbers() -> None:

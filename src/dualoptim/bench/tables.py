@@ -41,18 +41,26 @@ class Summary:
     rt: Row
     rows: tuple[Row, ...]  # every (group, η_f scale), in method then setting order
 
-    def tuned(self) -> list[Row]:
-        """Per group, the row of the η_f scale with the lowest Gap (SPEC §1.3's selection)."""
-        best: dict[str, Row] = {}
+    def complete(self) -> list[Row]:
+        """The rows with as many seeds as their group's best-covered scale: a scale whose
+        seeds have not all run yet takes no part in tuning or sensitivity."""
+        most: dict[str, int] = {}
         for row in self.rows:
+            most[row.group] = max(most.get(row.group, 0), len(row.seeds))
+        return [row for row in self.rows if len(row.seeds) == most[row.group]]
+
+    def tuned(self) -> list[Row]:
+        """Per group, the complete row of the η_f scale with the lowest Gap (SPEC §1.3)."""
+        best: dict[str, Row] = {}
+        for row in self.complete():
             if row.group not in best or row.gap < best[row.group].gap:
                 best[row.group] = row
         return list(best.values())
 
     def sensitivity(self) -> dict[str, dict[float, float]]:
-        """Gap by η_f scale for each group run at more than one scale."""
+        """Gap by η_f scale for each group run (completely) at more than one scale."""
         gaps: dict[str, dict[float, float]] = defaultdict(dict)
-        for row in self.rows:
+        for row in self.complete():
             gaps[row.group][row.lr_scale] = row.gap
         return {g: dict(sorted(by.items())) for g, by in gaps.items() if len(by) > 1}
 
