@@ -175,7 +175,7 @@ def sensitivity_table(
 ) -> tuple[list[str], list[list[str]]]:
     """(header, cells): Gap at each η_f scale, then its spread (max − min) and population std."""
     scales = sorted({s for by in gaps.values() for s in by})
-    header = ["method", *(f"η_f ×{s:g}" for s in scales), "spread ↓", "std ↓"]
+    header = ["method", *(f"η_f ×{s:.3g}" for s in scales), "spread ↓", "std ↓"]
     cells = []
     for group, by in gaps.items():
         values = np.array(list(by.values()))
