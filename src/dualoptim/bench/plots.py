@@ -337,19 +337,24 @@ def sensitivity_figure(
     if xs[0] <= 0:
         raise ValueError(f"plot_sensitivity: multipliers must be positive (log x), got {xs[0]}")
 
-    fig = Figure(figsize=(6.4, 4.2), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(7.6, 4.4), dpi=DPI, layout="constrained")
     ax: Axes = fig.subplots()
-    for group, points in series.items():
+    # "method (setting)": colour = setting as in the other figures, marker = method
+    methods = list(dict.fromkeys(g.partition(" (")[0] for g in series))
+    for i, (group, points) in enumerate(series.items()):
+        method, _, setting = group.partition(" (")
+        color = SETTING_COLORS.get(setting.rstrip(")")) or f"C{i % 10}"
+        marker = "osD^vP*X"[methods.index(method) % 8]
         x, y = zip(*points, strict=True)
-        ax.plot(x, y, marker="o", ms=5, lw=1.5, label=group, gid=group)
+        ax.plot(x, y, marker=marker, ms=5, lw=1.5, color=color, label=group, gid=group)
     ax.set_xscale("log")
-    ax.set_xticks(xs, [f"{x:g}" for x in xs])
+    ax.set_xticks(xs, [f"{x:.3g}" for x in xs])
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel(xlabel)
     ax.set_ylabel("Gap to RT (lower is better)")
     ax.set_title("Sensitivity to the forget learning rate")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
