@@ -85,17 +85,25 @@ def _curve_dict(curve: Curve) -> dict[float, float]:
     return table
 
 
+def _setting_rank(setting: Any) -> int:
+    """Settings in SETTING_COLORS order (baselines first), unknown ones last."""
+    order = list(SETTING_COLORS)
+    return order.index(setting) if setting in order else len(order)
+
+
+def _colors(settings: Iterable[str]) -> dict[str, str]:
+    """Each setting's colour: its own in SETTING_COLORS, else the next spare colour."""
+    spare = itertools.cycle(_SPARE_COLORS)
+    return {s: SETTING_COLORS.get(s) or next(spare) for s in dict.fromkeys(settings)}
+
+
 def _runs(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The records of kind "run", checked to hold one lr_scale per group: averaging seeds
     across lr_scales would silently mix different runs of a group. Groups may differ (each
     at its own tuned η_f). Sorted by method, then setting, so figures have a stable order."""
-    order = list(SETTING_COLORS)
     runs = sorted(
         (r for r in records if r.get("kind") == "run"),
-        key=lambda r: (
-            str(r.get("method")),
-            order.index(r.get("setting")) if r.get("setting") in order else len(order),
-        ),
+        key=lambda r: (str(r.get("method")), _setting_rank(r.get("setting"))),
     )
     for group, members in _by(runs, "group").items():
         scales = {r.get("lr_scale") for r in members} - {None}
@@ -187,14 +195,11 @@ def curves_figure(
     axes = fig.subplots(rows, cols, squeeze=False)
     handles: dict[str, Any] = {}
     rt_line = None
-    spare = itertools.cycle(_SPARE_COLORS)
-    colors = dict(SETTING_COLORS)
+    colors = _colors(entry[1] for entries in table.values() for entry in entries)
     for i, method in enumerate(shown_methods):
         for j, metric in enumerate(shown_metrics):
             ax = axes[i, j]
             for group, setting, steps, mean, std in table.get((method, metric), []):
-                if setting not in colors:
-                    colors[setting] = next(spare)
                 color = colors[setting]
                 (line,) = ax.plot(steps, mean, color=color, lw=1.6, label=group, gid=group)
                 band = ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2, lw=0)
@@ -264,13 +269,10 @@ def grad_norms_figure(
             f"({', '.join(GRAD_KINDS[k][0] for k in kinds)})"
         )
 
-    order = list(SETTING_COLORS)
     settings = sorted(
-        {s for _, lines in panels for s, *_ in lines},
-        key=lambda s: (order.index(s) if s in order else len(order), s),
+        {s for _, lines in panels for s, *_ in lines}, key=lambda s: (_setting_rank(s), s)
     )
-    spare = iter(_SPARE_COLORS * len(settings))
-    colors = {s: SETTING_COLORS.get(s) or next(spare) for s in settings}
+    colors = _colors(settings)
     rows, cols = _grid(len(panels), max_cols=3)
     fig = Figure(figsize=(4.8 * cols, 3.6 * rows + 0.8), dpi=DPI, layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
@@ -341,9 +343,10 @@ def sensitivity_figure(
     ax: Axes = fig.subplots()
     # "method (setting)": colour = setting as in the other figures, marker = method
     methods = list(dict.fromkeys(g.partition(" (")[0] for g in series))
-    for i, (group, points) in enumerate(series.items()):
+    colors = _colors(g.partition(" (")[2].rstrip(")") for g in series)
+    for group, points in series.items():
         method, _, setting = group.partition(" (")
-        color = SETTING_COLORS.get(setting.rstrip(")")) or f"C{i % 10}"
+        color = colors[setting.rstrip(")")]
         marker = "osD^vP*X"[methods.index(method) % 8]
         x, y = zip(*points, strict=True)
         ax.plot(x, y, marker=marker, ms=5, lw=1.5, color=color, label=group, gid=group)
