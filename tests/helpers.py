@@ -1,8 +1,14 @@
-"""Test helpers: a mixed forget/retain step sequence, prescribed gradients, round trips."""
+"""Test helpers: a mixed forget/retain step sequence, prescribed gradients, round trips,
+and a launcher for 2-process (DDP on CPU, gloo) tests."""
 
 from __future__ import annotations
 
 import io
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,3 +30,36 @@ def roundtrip(state: dict[str, Any]) -> dict[str, Any]:
     torch.save(state, buf)
     buf.seek(0)
     return torch.load(buf, weights_only=True)
+
+
+def run_ranks(script: Path, out: Path, world: int = 2, timeout: float = 300) -> list[Any]:
+    """Run ``python script out`` as ``world`` processes of one torch.distributed group (the
+    env:// rendezvous accelerate reads); each rank saves ``out/rank{r}.pt``, returned here."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env_base = {
+        **os.environ,
+        "WORLD_SIZE": str(world),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path]),
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(out)],
+            env={**env_base, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for r in range(world)
+    ]
+    try:
+        logs = [p.communicate(timeout=timeout)[0].decode() for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, log in zip(procs, logs, strict=True):
+        assert p.returncode == 0, log
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(world)]

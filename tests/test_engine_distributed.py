@@ -8,14 +8,13 @@ with RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT set.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from helpers import run_ranks
 
 #: accumulation 2 over a forget set of 10 with global batch 4: 3 micro-batches per pass, so
 #: the pass ends in a half-full optimizer step and a short (topped-up) batch.
@@ -53,41 +52,9 @@ def _worker(out: Path) -> None:
     torch.save(results, out / f"rank{accelerator.process_index}.pt")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
-    out = tmp_path_factory.mktemp("ddp")
-    port = _free_port()
-    env_base = {
-        **os.environ,
-        "WORLD_SIZE": "2",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(port),
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path]),
-    }
-    procs = [
-        subprocess.Popen(
-            [sys.executable, __file__, str(out)],
-            env={**env_base, "RANK": str(r), "LOCAL_RANK": str(r)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for r in range(2)
-    ]
-    try:
-        logs = [p.communicate(timeout=180)[0].decode() for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    for p, log in zip(procs, logs, strict=True):
-        assert p.returncode == 0, log
-    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    return run_ranks(Path(__file__), tmp_path_factory.mktemp("ddp"))
 
 
 @pytest.mark.slow

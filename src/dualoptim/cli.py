@@ -59,26 +59,39 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_demo)
 
 
+TASKS = ("vision", "llm")
+
+
 def _named_config(name_or_path: str) -> Path:
-    """A config file: a path, or the name of one shipped in dualoptim/configs/vision."""
+    """A config file: a path, or the name of one shipped in dualoptim/configs/<task>/."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         return path
-    shipped = resources.files("dualoptim") / "configs" / "vision" / f"{name_or_path}.yaml"
-    if not shipped.is_file():
-        names = sorted(
-            p.name[:-5]
-            for p in (resources.files("dualoptim") / "configs" / "vision").iterdir()
-            if p.name.endswith(".yaml")
-        )
-        raise ConfigError(f"no config file or named config {name_or_path!r}; named: {names}")
-    return Path(str(shipped))
+    root = resources.files("dualoptim") / "configs"
+    for task in TASKS:
+        shipped = root / task / f"{name_or_path}.yaml"
+        if shipped.is_file():
+            return Path(str(shipped))
+    names = sorted(
+        p.name[:-5] for task in TASKS for p in (root / task).iterdir() if p.name.endswith(".yaml")
+    )
+    raise ConfigError(f"no config file or named config {name_or_path!r}; named: {names}")
 
 
 def _experiment(args: argparse.Namespace):
+    """The config's experiment: an LLM one when its file says ``task: llm``."""
+    import yaml
+
+    from dualoptim.tasks.llm.experiment import LLMExperiment
     from dualoptim.tasks.vision.experiment import VisionExperiment
 
-    return load_config(VisionExperiment, _named_config(args.config), args.overrides)
+    path = _named_config(args.config)
+    try:
+        head = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        head = {}  # load_config reports the problem with its path
+    llm = isinstance(head, dict) and head.get("task") == "llm"
+    return load_config(LLMExperiment if llm else VisionExperiment, path, args.overrides)
 
 
 def _print_table(title: str, header: Sequence[str], cells: Sequence[Sequence[str]]) -> None:
@@ -102,13 +115,32 @@ def _show(summary, out: Path, metrics: Sequence[str]) -> None:
     _console().print(f"wrote {out / 'report.md'} and the records in {out / 'records'}")
 
 
+def _llm_table(out: Path, records) -> None:
+    from dualoptim.bench.metric_table import metric_rows, metric_table
+    from dualoptim.tasks.llm.sweep import LABELS, METRICS, REFERENCES, report
+
+    report(records, out, out.name)
+    rows = metric_rows(records, METRICS, REFERENCES)
+    _print_table(out.name, *metric_table(rows, METRICS, LABELS))
+    _console().print(f"wrote {out / 'report.md'} and the records in {out / 'records'}")
+
+
 def _sweep(args: argparse.Namespace) -> int:
     """unlearn, bench and tune: a sweep of the config's runs, then the report."""
+    from dualoptim.bench.records import RecordStore
     from dualoptim.bench.report import rebuild_report
     from dualoptim.tasks.vision.sweep import METRICS, sweep
 
     exp = _experiment(args)  # the whole configuration is validated before any training
     out = args.out / Path(args.config).stem
+    if getattr(exp, "task", "vision") == "llm":
+        from dualoptim.tasks.llm.sweep import sweep as llm_sweep
+
+        if args.command == "tune":
+            raise ValueError("tune is for classification configs; use bench --grid for LLMs")
+        llm_sweep(exp, out, getattr(args, "grid", [1.0]), progress=True)
+        _llm_table(out, list(RecordStore(out / "records")))
+        return 0
     grid = getattr(args, "grid", [1.0])
     sweep(exp, out, grid, absolute=args.command == "tune", progress=True)
     summary = rebuild_report(out, METRICS, out.name)  # the folder's records, earlier ones too
@@ -120,9 +152,14 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from dualoptim.bench.records import RecordStore
     from dualoptim.bench.report import rebuild_report
     from dualoptim.tasks.vision.sweep import METRICS
 
+    records = list(RecordStore(args.folder / "records"))
+    if records and records[0].get("task") == "llm":
+        _llm_table(args.folder, records)
+        return 0
     summary = rebuild_report(args.folder, METRICS, args.folder.name)
     _show(summary, args.folder, METRICS)
     return 0
@@ -142,6 +179,8 @@ def _models(args: argparse.Namespace) -> int:
     from dualoptim.tasks.vision import experiment as ex
 
     exp = _experiment(args)
+    if getattr(exp, "task", "vision") == "llm":
+        return _llm_models(args, exp)
     data = ex.load_experiment_data(exp)
     splits = {seed: ex.forget_split(exp, data, seed) for seed in exp.seeds}  # before training
     original, seconds = ex.original_model(exp, data)
@@ -163,6 +202,25 @@ def _models(args: argparse.Namespace) -> int:
                 f"{train_seconds:.1f}",
             )
     _console().print(table)
+    return 0
+
+
+def _llm_models(args: argparse.Namespace, exp) -> int:
+    """train: the target; retrain: the retain model; evaluate: both, on the TOFU suite."""
+    from dualoptim.tasks.llm.experiment import World
+
+    world = World(exp)
+    columns = ("forget_quality", "model_utility", "forget/rouge", "retain/rouge", "UFE", "MU")
+    rows = []
+    if args.command in ("train", "evaluate"):
+        rows.append(("target", world.target[1], world.target_evaluation))
+    if args.command in ("retrain", "evaluate"):
+        rows.append(("retain model", world.retain_model[1], world.retain_evaluation))
+    cells = []
+    for name, seconds, evaluation in rows:
+        m = world.summary(evaluation["scores"], evaluation["forget_ratios"], False)
+        cells.append([name, *(f"{m[c]:.3f}" for c in columns), f"{seconds:.0f}"])
+    _print_table(f"{args.command}: {args.config}", ["model", *columns, "train s"], cells)
     return 0
 
 

@@ -85,7 +85,9 @@ def make_record(
     forget_lr: float | None = None,
     curves: Mapping[str, Any] | None = None,
     task: str = "vision",
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """A record; ``extra`` holds what a task reports beyond numbers (e.g. sample texts)."""
     if kind not in ("run", "reference"):
         raise ValueError(f"record kind must be 'run' or 'reference', got {kind!r}")
     return {
@@ -105,6 +107,7 @@ def make_record(
         "config": dict(config),
         "environment": environment(),
         "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **({"extra": dict(extra)} if extra else {}),
     }
 
 

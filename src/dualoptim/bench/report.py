@@ -124,6 +124,26 @@ def write_report(
     return summary
 
 
+def write_text_report(
+    records: Sequence[Mapping[str, Any]],
+    out_dir: Path,
+    title: str,
+    body: str,
+    appendix: str,
+    table_csv: str,
+) -> None:
+    """report.md (title, a task's tables, gradient norms, its appendix, the recipe and the
+    provenance) and table.csv, for tasks whose tables are plain metrics."""
+    parts = [f"# {title}\n\n", body]
+    if _has_curves(records, "grad_norm/"):
+        plot_grad_norms(records, out_dir / "grad_norms.png", kinds=("forget", "retain", "joint"))
+        parts.append("\n## Gradient norms of L_f and L_r\n\n![gradient norms](grad_norms.png)\n")
+    parts += [appendix, "\n## Recipe\n\n```yaml\n" + _recipe(records) + "```\n"]
+    parts.append("\n" + _provenance(records))
+    _write_text(out_dir / "report.md", "".join(parts))
+    _write_text(out_dir / "table.csv", table_csv)
+
+
 def rebuild_report(out_dir: Path, metrics: Sequence[str], title: str) -> Summary:
     """The report of ``out_dir`` from its records only."""
     records = list(RecordStore(out_dir / "records"))

@@ -65,7 +65,7 @@ class Summary:
         return {g: dict(sorted(by.items())) for g, by in gaps.items() if len(by) > 1}
 
 
-def _order(record: Mapping[str, Any]) -> tuple:
+def record_order(record: Mapping[str, Any]) -> tuple:
     setting = record.get("setting")
     return (
         record.get("method") or "",
@@ -93,7 +93,7 @@ def summarize(records: Iterable[Mapping[str, Any]], metrics: Sequence[str]) -> S
     by_seed = [references[seed] for seed in sorted(references)]
     rt = _row("RT", by_seed, by_seed, metrics, rt_seconds)
     rows = []
-    for key in sorted(runs, key=lambda k: _order(runs[k][0])):
+    for key in sorted(runs, key=lambda k: record_order(runs[k][0])):
         group_runs = sorted(runs[key], key=lambda r: r["seed"])
         missing = [r["seed"] for r in group_runs if r["seed"] not in references]
         if missing:

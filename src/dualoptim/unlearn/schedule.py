@@ -12,7 +12,7 @@ its cycle makes ``forget_steps`` such steps (None: one pass over D_f).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dualoptim.optim import Objective
@@ -49,6 +49,25 @@ class Schedule:
     def total_steps(self, forget_pass: int, retain_pass: int, joint: bool = False) -> int:
         per_cycle = sum(n for _, n in self.cycle(forget_pass, retain_pass, joint))
         return self.cycles * per_cycle
+
+
+def objective_at(phases: Sequence[tuple[Objective | None, int]], step: int) -> Objective | None:
+    """The objective of optimizer step ``step`` (0-based) when ``phases`` repeat cycle after cycle.
+
+    ``phases`` is what :meth:`Schedule.cycle` returns; None means a joint step. A pure function
+    of the step count, so every process and a resumed run agree on the phase of every step.
+    """
+    period = sum(n for _, n in phases)
+    if period <= 0:
+        raise ValueError(f"a cycle of phases {list(phases)} makes no optimizer steps")
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    position = step % period
+    for objective, steps in phases:
+        if position < steps:
+            return objective
+        position -= steps
+    raise AssertionError("unreachable: position < period")  # pragma: no cover
 
 
 def lr_factor(kind: str, total_steps: int, warmup_steps: int = 0) -> Callable[[int], float]:

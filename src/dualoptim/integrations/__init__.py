@@ -1,0 +1,1 @@
+"""Adapters that bring dualoptim's optimizers and phase logic into other training loops."""

