@@ -105,7 +105,14 @@ TINY_EXPERIMENT = {
     "finetune": {"epochs": 40, "lr": 3e-3, "batch_size": 16},
     "eval": {"limit": 12, "max_new_tokens": 24, "batch_size": 24},
     "runs": [
-        {"method": "me+gd", "setting": "dual", "forget_lr": 1e-3, "retain_lr": 1e-3, "epochs": 2},
+        {
+            "method": "me+gd",
+            "setting": "dual",
+            "forget_lr": 1e-3,
+            "retain_lr": 1e-3,
+            "epochs": 2,
+            "eval_every": 30,
+        },
         {
             "method": "npo+gd",
             "setting": "alternate",
@@ -144,6 +151,11 @@ def test_end_to_end_target_memorises_and_unlearning_forgets(tiny_run) -> None:
         assert run["steps/retain"] == 5 * forget_steps
         assert 0 <= run["UFE"] <= 1
         assert 0 <= run["OVR"] <= 1
+    dual = next(r for r in records if r["group"] == "ME+GD (dual)")
+    curve = dict(dual["curves"]["eval/forget/prob"])
+    assert sorted(curve) == [0, 30, 60, 90, 120]  # before the first step, then every 30
+    assert curve[0] == pytest.approx(target["forget/prob"], rel=1e-4)
+    assert curve[120] == pytest.approx(dual["metrics"]["forget/prob"], rel=1e-4)
 
 
 @pytest.mark.slow
@@ -159,6 +171,8 @@ def test_rerun_reads_records_back_and_report_has_table_3(tiny_run) -> None:
     assert "FE (UFE)" in report
     assert "forget split `forget10`" in report
     assert "closer-look[no-cosine; no-entailment]" in report
+    assert "![curves](curves.png)" in report
+    assert (out / "bench" / "curves.png").stat().st_size > 10_000
     rows = metric_rows(records[::-1], METRICS, ("target", "retain model"))
     assert [r.group for r in rows][:2] == ["target", "retain model"]
     assert (out / "bench" / "table.csv").read_text() == metric_csv(rows, METRICS)

@@ -132,8 +132,9 @@ def _sweep(args: argparse.Namespace) -> int:
     from dualoptim.tasks.vision.sweep import METRICS, sweep
 
     exp = _experiment(args)  # the whole configuration is validated before any training
-    out = args.out / Path(args.config).stem
-    if getattr(exp, "task", "vision") == "llm":
+    task = getattr(exp, "task", "vision")
+    out = (args.out or Path("results") / task) / Path(args.config).stem
+    if task == "llm":
         from dualoptim.tasks.llm.sweep import sweep as llm_sweep
 
         if args.command == "tune":
@@ -251,9 +252,9 @@ def _add_vision(subparsers: argparse._SubParsersAction) -> None:
             parser.add_argument(
                 "--out",
                 type=Path,
-                default=Path("results/vision"),
-                help="where records and the report go (a folder per config); a rerun "
-                "skips the runs whose records are there",
+                default=None,
+                help="where records and the report go, a folder per config (default: "
+                "results/<task>); a rerun skips the runs whose records are there",
             )
         if command == "bench":
             parser.add_argument(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -52,3 +54,14 @@ def write_tensors(path: Path, tensors: dict[str, Any]) -> None:
 
     data = save({k: v.contiguous() for k, v in tensors.items()})
     atomic_write(path, lambda f: f.write(data))
+
+
+def content_key(*parts: Any) -> str:
+    """A short stable hash of ``parts`` (dataclasses by their fields): the name of a cached
+    file, so anything that changes what is cached changes its name."""
+    text = json.dumps(
+        [dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

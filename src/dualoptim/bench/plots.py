@@ -159,7 +159,9 @@ def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:
 
 
 def curves_figure(
-    records: Sequence[Mapping[str, Any]], metrics: Sequence[str] = ("FA", "RA", "TA", "MIA")
+    records: Sequence[Mapping[str, Any]],
+    metrics: Sequence[str] = ("FA", "RA", "TA", "MIA"),
+    unit: str = " (%)",
 ) -> Figure:
     """The paper's Fig. 1: each metric during unlearning, mean ± 1 std over seeds, with RT's
     final value as the target. One row per method, one column per metric, one colour per
@@ -212,7 +214,7 @@ def curves_figure(
                 ax.set_title(metric)
             if i == rows - 1:
                 ax.set_xlabel("optimizer step")
-            ax.set_ylabel(f"{method}: {metric} (%)" if j == 0 else f"{metric} (%)")
+            ax.set_ylabel(f"{method}: {metric}{unit}" if j == 0 else f"{metric}{unit}")
             ax.grid(alpha=0.3)
     if rt_line is not None:  # last in the legend, after every setting
         handles["RT"] = rt_line
@@ -234,9 +236,10 @@ def plot_curves(
     records: Sequence[Mapping[str, Any]],
     path: Path,
     metrics: Sequence[str] = ("FA", "RA", "TA", "MIA"),
+    unit: str = " (%)",
 ) -> None:
     """Save :func:`curves_figure` of ``records`` (one lr_scale) as a PNG at ``path``."""
-    _save(curves_figure(records, metrics), Path(path))
+    _save(curves_figure(records, metrics, unit), Path(path))
 
 
 def grad_norms_figure(

@@ -37,7 +37,13 @@ import torch
 from numpy.typing import ArrayLike
 from scipy import stats
 
-from dualoptim.tasks.llm.metrics import UTILITY_SPLITS, harmonic_mean, split_value
+from dualoptim.tasks.llm.metrics import (
+    UTILITY_SPLITS,
+    checked_texts,
+    harmonic_mean,
+    split_value,
+    text_pairs,
+)
 
 #: The sentence embedder of the paper (Hub id; needs internet).
 PAPER_EMBEDDER = "sentence-transformers/paraphrase-MiniLM-L6-v2"
@@ -98,31 +104,12 @@ class Embedder(Protocol):
     def encode(self, texts: list[str]) -> np.ndarray: ...
 
 
-def _texts(texts: Sequence[str], name: str) -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError(f"{name} must be a sequence of strings, not a single string")
-    out = list(texts)
-    if not out:
-        raise ValueError(f"{name} is empty")
-    for t in out:
-        if not isinstance(t, str):
-            raise TypeError(f"{name} must hold strings, got {type(t).__name__}")
-    return out
-
-
-def _pairs(generations: Sequence[str], answers: Sequence[str]) -> tuple[list[str], list[str]]:
-    gens, refs = _texts(generations, "generations"), _texts(answers, "answers")
-    if len(gens) != len(refs):
-        raise ValueError(f"{len(gens)} generations but {len(refs)} answers")
-    return gens, refs
-
-
 def cosine_scores(
     embedder: Embedder, generations: Sequence[str], answers: Sequence[str]
 ) -> np.ndarray:
     """Per item, the cosine similarity of the embeddings of generation and answer, clipped at 0
     (and at 1 against rounding). Rows are re-normalised here, so any embedder works."""
-    gens, refs = _pairs(generations, answers)
+    gens, refs = text_pairs(generations, answers)
     n = len(gens)
     emb = np.asarray(embedder.encode(gens + refs), dtype=np.float64)
     if emb.ndim != 2 or emb.shape[0] != 2 * n:
@@ -283,7 +270,7 @@ def entailment_scores(
     below ``min_rouge`` count as not entailed, as the authors' code does (SPEC does not ask for
     it; off by default).
     """
-    gens, refs = _pairs(generations, answers)
+    gens, refs = text_pairs(generations, answers)
     result = _entails(model, gens, refs) if forget else _entails(model, refs, gens)
     if rouge_recall is not None:
         r = np.asarray(rouge_recall, dtype=np.float64)
@@ -301,7 +288,7 @@ def refusal_entailment(
     """Per generation, whether it is entailed by a refusal: True when, for at least one of the
     ``refusals`` (e.g. TOFU's "I don't know" answers) as premise, the model labels the pair
     (refusal, generation) "entailment". Runs len(generations) × len(refusals) NLI pairs."""
-    gens, refs = _texts(generations, "generations"), _texts(refusals, "refusals")
+    gens, refs = checked_texts(generations, "generations"), checked_texts(refusals, "refusals")
     premises = [r for _ in gens for r in refs]
     hypotheses = [g for g in gens for _ in refs]
     return _entails(model, premises, hypotheses).reshape(len(gens), len(refs)).any(axis=1)

@@ -12,10 +12,10 @@ found.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -25,18 +25,18 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from dualoptim.io import write_json, write_tensors
+from dualoptim.io import content_key, write_json, write_tensors
 from dualoptim.optim.objective import ObjectiveOptimizer
 from dualoptim.optim.settings import SETTINGS, build_optimizer
 from dualoptim.tasks.llm import closer_look as cl
 from dualoptim.tasks.llm import metrics as tofu
 from dualoptim.tasks.llm.data import FORGET_SPLITS, RETAIN_OF, TofuItem, load_split
-from dualoptim.tasks.llm.evaluation import EvalOptions, Evaluation, evaluate_splits
+from dualoptim.tasks.llm.evaluation import EvalOptions, Evaluation, evaluate_splits, mean_nll
 from dualoptim.tasks.llm.format import Formatter, Pair, PairSource, PromptFormat
 from dualoptim.tasks.llm.methods import FineTune, LLMMethod, LossOptions
 from dualoptim.tasks.llm.models import TINY, TinySpec, load_pretrained, tiny_llama
 from dualoptim.tasks.llm.refusals import REFUSALS, refusal
-from dualoptim.unlearn import EngineConfig, PhaseOptions, Schedule, unlearn
+from dualoptim.unlearn import EngineConfig, PhaseOptions, RunState, Schedule, unlearn
 
 #: Joint baselines whose forget loss is down-weighted (SPEC §1.3: c_f = 0.1).
 _JOINT_DOWNWEIGHTED = ("me", "npo", "dpo")
@@ -115,7 +115,7 @@ class LLMUnlearnSpec:
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.95)
     losses: LossOptions = field(default_factory=LossOptions)
-    eval_every: int = 0
+    eval_every: int = 0  # forget/retain Prob every this many optimizer steps (0: none)
 
     def __post_init__(self) -> None:
         LLMMethod(self.method)  # validates the name
@@ -175,15 +175,6 @@ class LLMExperiment:
             raise ValueError("runs is empty: name at least one method and setting")
         if not self.seeds:
             raise ValueError("seeds is empty")
-
-
-def _key(*parts: Any) -> str:
-    text = json.dumps(
-        [asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts],
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -275,11 +266,11 @@ class World:
     def key(self) -> str:
         """Everything that determines the references and the evaluation."""
         e = self.exp
-        return _key(e.data, e.model, e.finetune, e.eval, e.embedder)
+        return content_key(e.data, e.model, e.finetune, e.eval, e.embedder)
 
     def _model_key(self, which: str) -> str:
         e = self.exp
-        return _key(which, e.data, e.model, e.finetune)
+        return content_key(which, e.data, e.model, e.finetune)
 
     def _finetuned(self, which: str, pairs: list[Pair]) -> tuple[dict[str, Tensor], float]:
         """State dict (cached) and training seconds of a model fine-tuned on ``pairs``."""
@@ -331,6 +322,20 @@ class World:
             return None
         return cl.MiniLMEmbedder.offline() if name == "minilm" else cl.MiniLMEmbedder(name)
 
+    def curve_evaluator(self) -> Callable[[nn.Module, RunState], dict[str, float]]:
+        """Forget and retain Prob during unlearning (likelihoods only: no generation)."""
+        b, limit = self.exp.eval.batch_size, self.exp.eval.limit
+
+        def prob(model: nn.Module, role: str) -> float:
+            rows = self.splits.evaluation[role][:limit]
+            questions, answers = [r.question for r in rows], [r.answer for r in rows]
+            return tofu.probability(mean_nll(model, self.formatter, questions, answers, b))
+
+        def evaluate(model: nn.Module, _: RunState) -> dict[str, float]:
+            return {f"{role}/prob": prob(model, role) for role in ("forget", "retain")}
+
+        return evaluate
+
     def evaluate(self, model: nn.Module) -> Evaluation:
         return evaluate_splits(
             model, self.formatter, self.splits.evaluation, self.exp.eval, self.embedder
@@ -338,7 +343,8 @@ class World:
 
     def _cached_evaluation(self, which: str, state: dict[str, Tensor]) -> dict[str, Any]:
         e = self.exp
-        path = self.cache / f"eval-{which}-{_key(self._model_key(which), e.eval, e.embedder)}.json"
+        key = content_key(self._model_key(which), e.eval, e.embedder)
+        path = self.cache / f"eval-{which}-{key}.json"
         if path.exists():
             return json.loads(path.read_text())
         evaluation = self.evaluate(self.new_model(state))
@@ -458,6 +464,7 @@ def run_unlearning(
         retain,
         make_optimizer(spec, model),
         engine_config(spec, len(world.forget_pairs), seed, progress=progress),
+        evaluate=world.curve_evaluator() if spec.eval_every else None,
         resume=False,
     )
     evaluation = world.evaluate(model)

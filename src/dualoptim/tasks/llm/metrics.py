@@ -130,15 +130,14 @@ def rouge_l_recall(generations: Sequence[str], answers: Sequence[str]) -> np.nda
     Porter-stemmed, recall = LCS(answer, generation) / #answer tokens (0 for an answer with no
     tokens). Returns an array of N floats in [0, 1]; TOFU reports its mean.
     """
-    gens, refs = _texts(generations, "generations"), _texts(answers, "answers")
-    if len(gens) != len(refs):
-        raise ValueError(f"{len(gens)} generations but {len(refs)} answers")
+    gens, refs = text_pairs(generations, answers)
     scorer = _rouge_scorer()
     scores = [scorer.score(ref, gen)["rougeL"].recall for gen, ref in zip(gens, refs, strict=True)]
     return np.array(scores)
 
 
-def _texts(texts: Sequence[str], name: str) -> list[str]:
+def checked_texts(texts: Sequence[str], name: str) -> list[str]:
+    """A list of strings; a lone string, an empty list or a non-string is an error."""
     if isinstance(texts, str):
         raise TypeError(f"{name} must be a sequence of strings, not a single string")
     out = list(texts)
@@ -148,6 +147,14 @@ def _texts(texts: Sequence[str], name: str) -> list[str]:
         if not isinstance(t, str):
             raise TypeError(f"{name} must hold strings, got {type(t).__name__}")
     return out
+
+
+def text_pairs(generations: Sequence[str], answers: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Generations and answers as checked lists of one length."""
+    gens, refs = checked_texts(generations, "generations"), checked_texts(answers, "answers")
+    if len(gens) != len(refs):
+        raise ValueError(f"{len(gens)} generations but {len(refs)} answers")
+    return gens, refs
 
 
 def truth_ratio(base_nll_mean: ArrayLike, perturbed_nll_mean: ArrayLike) -> np.ndarray:

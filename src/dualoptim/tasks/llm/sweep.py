@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dualoptim.bench.metric_table import metric_csv, metric_rows, metric_table
+from dualoptim.bench.plots import plot_curves
 from dualoptim.bench.records import RecordStore, make_record, record_id
 from dualoptim.bench.report import write_text_report
 from dualoptim.bench.tables import check_one_experiment, markdown
@@ -147,6 +148,14 @@ def report(records: Sequence[Mapping[str, Any]], out_dir: Path, title: str) -> s
         f"{'; '.join(variants)}. Rows `target` and `retain model` are the references: before "
         "unlearning, and the model never trained on the forget authors.\n\n"
     )
+    if any(name.startswith("eval/") for r in records for name in r.get("curves", {})):
+        shown = [r for r in records if r["kind"] == "run" or r["group"] == "retain model"]
+        plot_curves(shown, out_dir / "curves.png", ("forget/prob", "retain/prob"), unit="")
+        samples.insert(
+            0,
+            "\n## Forget and retain Prob during unlearning\n\nDashed: the retain model.\n\n"
+            "![curves](curves.png)\n",
+        )
     write_text_report(
         records, out_dir, title, intro + table, "".join(samples), metric_csv(rows, METRICS)
     )

@@ -9,11 +9,10 @@ RT's metrics beside them, so reference numbers are always measured, never typed 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -21,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from dualoptim.io import write_json, write_tensors
+from dualoptim.io import content_key, write_json, write_tensors
 from dualoptim.optim.objective import ObjectiveOptimizer
 from dualoptim.optim.settings import build_optimizer
 from dualoptim.tasks.vision.data import (
@@ -170,21 +169,13 @@ class World:
     def mask_path(self, *options: Any) -> Path | None:
         if self.mask_prefix is None:
             return None
-        return self.mask_prefix.with_name(f"{self.mask_prefix.name}-{_key(*options)}.safetensors")
+        name = f"{self.mask_prefix.name}-{content_key(*options)}.safetensors"
+        return self.mask_prefix.with_name(name)
 
     @property
     def sources(self) -> tuple[ImageSource, ImageSource]:
         f, r = self.data.train.subset(self.split.forget), self.data.train.subset(self.split.retain)
         return ImageSource(f.x, f.y), ImageSource(r.x, r.y)
-
-
-def _key(*parts: Any) -> str:
-    text = json.dumps(
-        [asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts],
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _new_model(exp: VisionExperiment, data: ImageData, seed: int) -> nn.Module:
@@ -219,7 +210,8 @@ def load_experiment_data(exp: VisionExperiment) -> ImageData:
 
 def _original_key(exp: VisionExperiment) -> str:
     d = exp.data
-    return _key((d.name, d.per_class_train, d.per_class_test), exp.model, exp.train, exp.train_seed)
+    data = (d.name, d.per_class_train, d.per_class_test)
+    return content_key(data, exp.model, exp.train, exp.train_seed)
 
 
 def original_model(exp: VisionExperiment, data: ImageData) -> tuple[nn.Module, float]:
@@ -238,12 +230,12 @@ def forget_split(exp: VisionExperiment, data: ImageData, seed: int) -> ForgetSpl
 
 def reference_key(exp: VisionExperiment, seed: int) -> str:
     """Everything that determines RT of ``seed``: data, forget set recipe, model, training."""
-    return _key(exp.data, exp.model, exp.train, seed)
+    return content_key(exp.data, exp.model, exp.train, seed)
 
 
 def _rt_path(exp: VisionExperiment, split: ForgetSplit) -> Path:
     d = exp.data
-    key = _key(
+    key = content_key(
         (d.name, d.per_class_train, d.per_class_test), exp.model, exp.train, split.description
     )
     return Path(exp.cache_dir) / f"rt-{key}.safetensors"
@@ -279,7 +271,7 @@ def prepare(exp: VisionExperiment, seed: int, data: ImageData | None = None) -> 
     split = forget_split(exp, data, seed)
     original, _ = original_model(exp, data)
     rt_metrics, rt_seconds = rt_reference(exp, data, split, seed)
-    prefix = Path(exp.cache_dir) / f"mask-{_key(_original_key(exp), split.description)}"
+    prefix = Path(exp.cache_dir) / f"mask-{content_key(_original_key(exp), split.description)}"
     return World(data, split, original, rt_metrics, rt_seconds, prefix)
 
 
