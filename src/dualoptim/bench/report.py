@@ -135,9 +135,16 @@ def write_text_report(
     """report.md (title, a task's tables, gradient norms, its appendix, the recipe and the
     provenance) and table.csv, for tasks whose tables are plain metrics."""
     parts = [f"# {title}\n\n", body]
-    if _has_curves(records, "grad_norm/"):
-        plot_grad_norms(records, out_dir / "grad_norms.png", kinds=("forget", "retain", "joint"))
-        parts.append("\n## Gradient norms of L_f and L_r\n\n![gradient norms](grad_norms.png)\n")
+    runs = [r for r in records if r["kind"] == "run"]
+    for scale in sorted({r["lr_scale"] for r in runs}):  # a figure per η_f multiple
+        shown = [r for r in runs if r["lr_scale"] == scale]
+        if _has_curves(shown, "grad_norm/"):
+            name = f"grad_norms_x{scale:g}.png"
+            plot_grad_norms(shown, out_dir / name, kinds=("forget", "retain", "joint"))
+            parts.append(
+                f"\n## Gradient norms of L_f and L_r (η_f ×{scale:g})\n\n"
+                f"![gradient norms]({name})\n"
+            )
     parts += [appendix, "\n## Recipe\n\n```yaml\n" + _recipe(records) + "```\n"]
     parts.append("\n" + _provenance(records))
     _write_text(out_dir / "report.md", "".join(parts))

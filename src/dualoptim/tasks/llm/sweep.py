@@ -42,6 +42,7 @@ LABELS = {
     "retain/rouge": "retain ROUGE-L",
 }
 REFERENCES = ("target", "retain model")
+CURVES = ("forget/prob", "retain/prob")
 SAMPLES = 3  # forget-split generations kept per record, for the report
 
 
@@ -148,14 +149,18 @@ def report(records: Sequence[Mapping[str, Any]], out_dir: Path, title: str) -> s
         f"{'; '.join(variants)}. Rows `target` and `retain model` are the references: before "
         "unlearning, and the model never trained on the forget authors.\n\n"
     )
-    if any(name.startswith("eval/") for r in records for name in r.get("curves", {})):
-        shown = [r for r in records if r["kind"] == "run" or r["group"] == "retain model"]
-        plot_curves(shown, out_dir / "curves.png", ("forget/prob", "retain/prob"), unit="")
-        samples.insert(
-            0,
-            "\n## Forget and retain Prob during unlearning\n\nDashed: the retain model.\n\n"
-            "![curves](curves.png)\n",
-        )
+    runs = [r for r in records if r["kind"] == "run"]
+    retain_model = [r for r in records if r["group"] == "retain model"]
+    for scale in sorted({r["lr_scale"] for r in runs}, reverse=True):  # a figure per η_f multiple
+        shown = [r for r in runs if r["lr_scale"] == scale]
+        if any(name.startswith("eval/") for r in shown for name in r.get("curves", {})):
+            name = f"curves_x{scale:g}.png"
+            plot_curves([*shown, *retain_model], out_dir / name, CURVES, unit="")
+            samples.insert(
+                0,
+                f"\n## Forget and retain Prob during unlearning (η_f ×{scale:g})\n\n"
+                f"Dashed: the retain model.\n\n![curves]({name})\n",
+            )
     write_text_report(
         records, out_dir, title, intro + table, "".join(samples), metric_csv(rows, METRICS)
     )
