@@ -197,7 +197,7 @@ def test_curves_figure_uses_one_colour_per_group_in_every_subplot() -> None:
     assert fa.get_color() == ra.get_color()
     assert fa.get_color() != line(fig.axes[0], "sfron (dual)").get_color()
     legend_texts = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert legend_texts == ["alternate (SGD)", "dual (Adam)", "RT"]
+    assert legend_texts == ["alternate (one shared state)", "dual (DualOptim)", "RT"]
     assert "over 2 seeds" in fig._suptitle.get_text()
 
 
@@ -310,8 +310,8 @@ def test_grad_norms_figure_styles_objectives_and_colours_settings() -> None:
     assert ar.get_linestyle() == "--"
     assert af.get_color() == ar.get_color() != df.get_color()
     assert df.get_color() == line(fig, "ga/dual/forget").get_color()  # same setting, same colour
-    assert "SGD" in af.get_label()
-    assert "Adam" in df.get_label()
+    assert "shared state" in af.get_label()
+    assert "DualOptim" in df.get_label()
 
 
 def test_grad_norms_figure_has_one_legend_of_settings_and_objectives() -> None:
@@ -319,13 +319,13 @@ def test_grad_norms_figure_has_one_legend_of_settings_and_objectives() -> None:
     assert all(ax.get_legend() is None for ax in fig.axes)
     (legend,) = fig.legends
     assert [t.get_text() for t in legend.get_texts()] == [
-        "alternate (SGD)",
-        "dual (Adam)",
+        "alternate (one shared state)",
+        "dual (DualOptim)",
         "‖∇L_f‖",
         "‖∇L_r‖",
     ]
     colors = {h.get_label(): h.get_color() for h in legend.legend_handles}
-    assert colors["dual (Adam)"] == line(fig, "sfron/dual/forget").get_color()
+    assert colors["dual (DualOptim)"] == line(fig, "sfron/dual/forget").get_color()
 
 
 def test_grad_norms_figure_masks_a_zero_norm_on_the_log_axis() -> None:

@@ -27,13 +27,14 @@ from dualoptim.io import atomic_write
 
 DPI = 120
 
-#: The forget optimizer of each setting, as the paper's Fig. 2 names the lines.
+#: What each setting's optimizer state is, in words that hold for every task (the inner
+#: optimizers differ: SGD/AdamW for classifiers, AdamW for LLMs; they are in the recipe).
 SETTING_NAMES = {
-    "joint": "SGD, joint loss",
-    "alternate": "SGD",
-    "dual": "Adam",
+    "joint": "one state, joint loss",
+    "alternate": "one shared state",
+    "dual": "DualOptim",
     "dual_plus": "DualOptim+",
-    "dual_8bit": "Adam 8-bit",
+    "dual_8bit": "DualOptim 8-bit",
     "dual_plus_8bit": "DualOptim+ 8-bit",
 }
 #: One colour per setting, the same in every subplot.
@@ -148,7 +149,7 @@ def _reference_mean(records: Iterable[Mapping[str, Any]], metric: str) -> float 
 
 
 def _setting_label(setting: str) -> str:
-    """``"dual (Adam)"``: the setting with the forget optimizer it stands for."""
+    """``"dual (DualOptim)"``: the setting with the kind of optimizer state it stands for."""
     optimizer = SETTING_NAMES.get(setting)
     return f"{setting} ({optimizer})" if optimizer else setting
 
