@@ -146,9 +146,11 @@ def run_split(
     return SplitOutputs(answer_nll, base_nll, perturbed.reshape(len(items), k), texts, tokens)
 
 
-def split_scores(role: str, items: Sequence[TofuItem], out: SplitOutputs) -> dict[str, float]:
-    """The TOFU suite's numbers of one split (Prob, ROUGE, Truth Ratio) and token entropy."""
-    ratios = tofu.truth_ratio(out.base_nll, out.perturbed_nll)
+def split_scores(
+    role: str, items: Sequence[TofuItem], out: SplitOutputs, ratios: np.ndarray
+) -> dict[str, float]:
+    """The TOFU suite's numbers of one split (Prob, ROUGE, Truth Ratio from its per-question
+    ``ratios``) and token entropy."""
     if role in ("forget", "retain"):
         prob = tofu.probability(out.answer_nll)
     else:
@@ -170,9 +172,6 @@ class Evaluation:
     forget_ratios: np.ndarray
     generations: dict[str, list[str]]
 
-    def flat(self) -> dict[str, float]:
-        return {f"{split}/{k}": v for split, by in self.scores.items() for k, v in by.items()}
-
 
 def evaluate_splits(
     model: nn.Module,
@@ -192,14 +191,15 @@ def evaluate_splits(
         for role in SPLIT_ROLES:
             items = list(splits[role])[: options.limit]
             out = run_split(model, formatter, items, role, options)
-            scores[role] = split_scores(role, items, out)
+            split_ratios = tofu.truth_ratio(out.base_nll, out.perturbed_nll)
+            scores[role] = split_scores(role, items, out, split_ratios)
             if embedder is not None:
                 answers = [it.answer for it in items]
                 cos = cl.cosine_scores(embedder, out.generations, answers)
                 scores[role]["cosine"] = float(np.mean(cos))
             generations[role] = out.generations
             if role == "forget":
-                ratios = tofu.truth_ratio(out.base_nll, out.perturbed_nll)
+                ratios = split_ratios
     finally:
         model.train(was_training)
     return Evaluation(scores, ratios, generations)
