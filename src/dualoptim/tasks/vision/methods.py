@@ -13,13 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from dualoptim.io import write_tensors
 from dualoptim.optim import ObjectiveOptimizer
 from dualoptim.unlearn import RunState, cosine_decay
+from dualoptim.unlearn.losses import adaptive_ascent
+from dualoptim.unlearn.masks import (
+    cached_masks,
+    install_masks,
+    mean_batch_gradients,
+    top_fraction_mask,
+)
 
 
 @dataclass(frozen=True)
@@ -101,50 +106,13 @@ def mean_gradients(
 ) -> dict[str, Tensor]:
     """Mean over batches of each parameter's batch gradient of CE (squared if ``square``)."""
     device = next(model.parameters()).device
-    totals = {n: torch.zeros_like(p) for n, p in model.named_parameters() if p.requires_grad}
-    batches = 0
-    was_training = model.training
-    model.eval()
-    for start in range(0, len(source), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(source)))
+
+    def ce(m: nn.Module, index: Tensor) -> Tensor:
         x, y, _ = source.batch(index)
-        model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x.to(device)), y.to(device)).backward()
-        for n, p in model.named_parameters():
-            if p.grad is not None:
-                totals[n] += p.grad.square() if square else p.grad
-        batches += 1
-    model.zero_grad(set_to_none=True)
-    model.train(was_training)
-    return {n: t / batches for n, t in totals.items()}
+        return F.cross_entropy(m(x.to(device)), y.to(device))
 
-
-def top_fraction_mask(scores: dict[str, Tensor], keep: float) -> dict[str, Tensor]:
-    """True for the globally highest ``keep`` fraction of scores (the weights that may move)."""
-    flat = torch.cat([s.flatten() for s in scores.values()])
-    k = max(1, round(keep * flat.numel()))
-    threshold = torch.topk(flat, k).values.min()
-    return {n: s >= threshold for n, s in scores.items()}
-
-
-def cached_masks(path: Path | None, compute: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
-    """Masks from ``path`` if it exists, else computed and saved there (atomically): a mask
-    depends only on the model and the forget set, so it is made once per pair."""
-    if path is not None and path.exists():
-        return {n: m.bool() for n, m in load_file(path).items()}
-    masks = compute()
-    if path is not None:
-        write_tensors(path, {n: m.to(torch.uint8) for n, m in masks.items()})
-    return masks
-
-
-def _install(
-    model: nn.Module, optimizer: ObjectiveOptimizer, masks: dict[str, Tensor], objectives
-) -> None:
-    params = dict(model.named_parameters())
-    by_param = {params[n]: m for n, m in masks.items()}
-    for objective in objectives:
-        optimizer.set_mask(objective, by_param)
+    batches = torch.arange(len(source)).split(batch_size)
+    return mean_batch_gradients(model, batches, ce, square)
 
 
 @dataclass
@@ -175,7 +143,7 @@ class SalUn(RL):
             raise ValueError(f"SalUn score must be 'difference' or 'forget', got {self.score!r}")
         masks = cached_masks(self.mask_cache, lambda: self._saliency(model))
         run.extras["mask"] = masks
-        _install(model, optimizer, masks, ("forget", "retain"))
+        install_masks(model, optimizer, masks, ("forget", "retain"))
 
 
 @dataclass
@@ -241,14 +209,12 @@ class SFRon(_Base):
             raise ValueError("SFR-on needs its forget and retain sources for the Fisher mask")
         masks = cached_masks(self.mask_cache, lambda: self._fisher_ratio(model))
         run.extras["mask"] = masks
-        _install(model, optimizer, masks, ("forget",))
+        install_masks(model, optimizer, masks, ("forget",))
 
     def forget_loss(self, model, batch, run):
         x, y, _ = batch
         losses = F.cross_entropy(model(x), y, reduction="none")
-        c = 1.0 / (losses.detach() ** self.lam + 1e-15)
-        weights = c / c.sum()
-        return -self.decay(self.alpha, run.progress) * (weights * losses).sum()
+        return adaptive_ascent(losses, self.lam, self.decay(self.alpha, run.progress))
 
     def retain_loss(self, model, batch, run):
         return _ce(model, batch)

@@ -1,0 +1,1 @@
+"""Image-generation unlearning: class-conditional diffusion (DDPM U-Net, DiT)."""

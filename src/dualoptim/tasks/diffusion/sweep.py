@@ -1,0 +1,228 @@
+"""Class-unlearning runs × forgotten classes × seeds, one record each, and the paper's Table 2
+layout from the records: per forgotten class, FA and FID, per method and setting.
+
+The original model is recorded once per forgotten class as the reference (what each run
+starts from). Records are written as runs finish; a rerun skips the runs whose records exist.
+Sample grids (one row per class) go to ``grids/`` beside the records.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from dualoptim.bench.metric_table import metric_csv, metric_rows, metric_table
+from dualoptim.bench.records import RecordStore, make_record, record_id
+from dualoptim.bench.report import write_text_report
+from dualoptim.bench.tables import check_one_experiment, markdown
+from dualoptim.config import to_dict
+from dualoptim.tasks.diffusion.experiment import (
+    DiffusionExperiment,
+    GenUnlearnSpec,
+    World,
+    run_unlearning,
+)
+
+REFERENCE = "original"
+#: Per forgotten class (Table 2), then averages over the classes.
+CLASS_METRICS = ("FA", "FID", "FID_inception")
+AVERAGE_METRICS = ("FA", "FID", "FID_inception", "remaining_accuracy")
+LABELS = {
+    "FA": "FA ↓ (%)",
+    "FID": "FID ↓ (own classifier)",
+    "FID_inception": "FID ↓ (Inception-v3)",
+    "remaining_accuracy": "remaining classes recognised (%)",
+}
+SHORT = {"FA": "FA ↓", "FID": "FID ↓", "FID_inception": "FID-Inception ↓"}
+
+
+def _config(exp: DiffusionExperiment, spec: GenUnlearnSpec | None, seed: int) -> dict[str, Any]:
+    return to_dict(replace(exp, runs=(spec,) if spec else exp.runs, seeds=(seed,)))
+
+
+def _grid_name(label: str, forgotten: int, seed: int) -> str:
+    slug = "".join(ch if ch.isalnum() else "-" for ch in label.lower()).strip("-")
+    return f"grids/{slug}-class{forgotten}-seed{seed}.png"
+
+
+def sweep(
+    exp: DiffusionExperiment,
+    out_dir: Path | None = None,
+    lr_scales: Sequence[float] = (1.0,),
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Run (or read back) every run of ``exp`` for every forgotten class at each η_f
+    multiple; returns the reference and run records."""
+    if not lr_scales or any(not s > 0 for s in lr_scales):
+        raise ValueError(f"the η_f grid must be non-empty and positive, got {list(lr_scales)}")
+    store = RecordStore(out_dir / "records") if out_dir is not None else None
+    if store is not None:  # one experiment per folder, checked before anything runs
+        earlier = [r for r in store if r["kind"] == "reference"]
+        check_one_experiment([*earlier[:1], {"config": _config(exp, None, 0), "seed": 0}])
+    world = World(exp, progress=progress)
+    key = world.key
+    records = []
+    for forgotten in exp.data.forget_classes:
+        ref_id = record_id("diffusion-reference", key, forgotten)
+        record = store.get(ref_id) if store is not None else None
+        if record is None:
+            grid = _grid_name(REFERENCE, forgotten, exp.train.seed)
+            if out_dir is not None:
+                world.grid(world.original_samples, out_dir / grid, "original model")
+            record = make_record(
+                id=ref_id,
+                kind="reference",
+                group=REFERENCE,
+                seed=exp.train.seed,
+                metrics=world.reference(forgotten),
+                seconds=world.original[1],
+                config=_config(exp, None, 0),
+                task="diffusion",
+                extra=_extra(world, forgotten, grid),
+            )
+            if store is not None:
+                store.put(record)
+        records.append(record)
+    jobs = [
+        (scale, replace(spec, forget_lr=float(f"{spec.eta_f * scale:.12g}")), forgotten, seed)
+        for scale in sorted(lr_scales, key=lambda s: s != 1.0)
+        for forgotten in exp.data.forget_classes
+        for spec in exp.runs
+        for seed in exp.seeds
+    ]
+    for scale, spec, forgotten, seed in jobs:
+        run_id = record_id("diffusion-run", key, spec, forgotten, seed)
+        record = store.get(run_id) if store is not None else None
+        if record is None:
+            grid = _grid_name(f"{spec.label}-x{scale:g}", forgotten, seed)
+            path = out_dir / grid if out_dir is not None else None
+            result = run_unlearning(spec, world, forgotten, seed, grid=path)
+            record = make_record(
+                id=run_id,
+                kind="run",
+                group=spec.label,
+                seed=seed,
+                metrics={**result["metrics"], **_steps(result["steps"])},
+                seconds=result["seconds"],
+                curves=result["curves"],
+                config=_config(exp, spec, seed),
+                method=spec.method,
+                setting=spec.resolved_setting,
+                lr_scale=scale,
+                forget_lr=spec.eta_f,
+                task="diffusion",
+                extra=_extra(world, forgotten, grid),
+            )
+            if store is not None:
+                store.put(record)
+        records.append(record)
+    return records
+
+
+def _extra(world: World, forgotten: int, grid: str) -> dict[str, Any]:
+    return {
+        "forget_class": forgotten,
+        "class_name": world.data.class_names[forgotten],
+        "grid": grid,
+        "classifier_accuracy": world.classifier_accuracy,
+    }
+
+
+def _steps(steps: Mapping[str, int]) -> dict[str, float]:
+    return {f"steps/{k}": float(v) for k, v in steps.items()}
+
+
+def _present(records: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list[str]:
+    return [m for m in metrics if any(m in r["metrics"] for r in records)]
+
+
+def by_class(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One record per (group, η_f, seed) whose metrics are ``"<class>/<metric>"`` for every
+    forgotten class: the shape of Table 2, fed to the task-agnostic metric tables."""
+    merged: dict[tuple, dict[str, Any]] = {}
+    seconds: dict[tuple, list[float]] = defaultdict(list)
+    for r in records:
+        k = (r["group"], r.get("forget_lr"), r["seed"])
+        name = r["extra"]["class_name"]
+        row = merged.setdefault(k, {**r, "metrics": {}})
+        row["metrics"].update({f"{name}/{m}": v for m, v in r["metrics"].items()})
+        seconds[k].append(r["seconds"])
+    for k, row in merged.items():
+        row["seconds"] = sum(seconds[k]) / len(seconds[k])
+    return list(merged.values())
+
+
+def class_columns(records: Sequence[Mapping[str, Any]]) -> tuple[list[str], dict[str, str]]:
+    """Table 2's columns in class order, and their labels."""
+    classes = sorted({(r["extra"]["forget_class"], r["extra"]["class_name"]) for r in records})
+    present = _present(records, CLASS_METRICS)
+    columns = [f"{name}/{m}" for _, name in classes for m in present]
+    labels = {
+        f"{name}/{m}": f"{name} {LABELS[m].split(' (')[0]}" for _, name in classes for m in present
+    }
+    return columns, labels
+
+
+def tables(records: Sequence[Mapping[str, Any]]) -> tuple[str, str, str]:
+    """(Table 2 in Markdown, the averages over classes in Markdown, Table 2 as CSV)."""
+    pivot = by_class(records)
+    columns, labels = class_columns(records)
+    rows = metric_rows(pivot, columns, (REFERENCE,))
+    table2 = markdown(*metric_table(rows, columns, labels, digits=2))
+    averages = _averages(records)
+    average_rows = metric_rows(averages, _present(averages, AVERAGE_METRICS), (REFERENCE,))
+    average = markdown(
+        *metric_table(average_rows, _present(averages, AVERAGE_METRICS), LABELS, digits=2)
+    )
+    return table2, average, metric_csv(rows, columns)
+
+
+def _averages(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One record per (group, η_f, seed): each metric averaged over the forgotten classes."""
+    groups: dict[tuple, list[Mapping[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[(r["group"], r.get("forget_lr"), r["seed"])].append(r)
+    out = []
+    for members in groups.values():
+        metrics = {
+            m: sum(r["metrics"][m] for r in members) / len(members)
+            for m in AVERAGE_METRICS
+            if all(m in r["metrics"] for r in members)
+        }
+        seconds = sum(r["seconds"] for r in members) / len(members)
+        out.append({**members[0], "metrics": metrics, "seconds": seconds})
+    return out
+
+
+def report(records: Sequence[Mapping[str, Any]], out_dir: Path, title: str) -> str:
+    """report.md and table.csv in Table 2's layout, with the sample grids; returns Table 2."""
+    table2, average, table_csv = tables(records)
+    first = records[0]
+    evaluation = first["config"]["eval"]
+    accuracy = first["extra"]["classifier_accuracy"]
+    n_classes = len({r["extra"]["forget_class"] for r in records})
+    intro = (
+        f"{first['config']['data']['name']}, class-wise unlearning of a class-conditional "
+        f"diffusion model ({first['config']['model']['kind']}), {n_classes} forgotten "
+        "class(es). Table 2 of the paper: per forgotten class, FA (% of "
+        f"{evaluation['forget_images']} generated images of that class that our classifier "
+        "assigns to it) and FID of generated images of the remaining classes "
+        f"({evaluation['images_per_class']} per class) against "
+        f"{evaluation['real_per_class']} real test images per class, in the penultimate "
+        f"features of our own classifier (test accuracy {accuracy:.1f}%). Row `original` is "
+        "the model before unlearning. `seconds`: unlearning time per run (training time for "
+        "the original). FIDs on small samples are biased upwards: compare rows, not papers."
+        "\n\n"
+    )
+    body = intro + table2 + "\n## Averages over the forgotten classes\n\n" + average
+    grids = ["\n## Samples (one row per class, the same noise for every model)\n"]
+    for r in sorted(records, key=lambda r: (r["extra"]["forget_class"], r["kind"] != "reference")):
+        grids.append(
+            f"\n**{r['group']}**, forgetting {r['extra']['class_name']} (seed {r['seed']}):\n\n"
+            f"![{r['group']}]({r['extra']['grid']})\n"
+        )
+    write_text_report(records, out_dir, title, body, "".join(dict.fromkeys(grids)), table_csv)
+    return table2
