@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from dualoptim.bench.tables import markdown
 from dualoptim.cli import main
 from dualoptim.config import ConfigError, load_config
 from dualoptim.tasks.diffusion import sweep as gsweep
@@ -369,13 +370,14 @@ def test_unlearning_a_class_lowers_its_forget_accuracy_end_to_end(
     monkeypatch.setattr(gsweep, "run_unlearning", lambda *_, **__: pytest.fail("reran"))
     assert [r["id"] for r in gsweep.sweep(exp, out)] == [r["id"] for r in records]
     # Table 2's layout: a column pair per forgotten class, the original first
-    table2, averages, table_csv = gsweep.tables(records)
-    header = table2.splitlines()[0]
+    (header, cells), (average_header, _), table_csv = gsweep.tables(records)
+    table2 = markdown(header, cells)
     assert "0 FA ↓" in header
     assert "0 FID ↓" in header
+    assert [c[0] for c in cells] == ["original", "SFR-on+DO"]
     assert table2.splitlines()[2].startswith("| original")
     assert "SFR-on+DO" in table2
-    assert "remaining classes recognised" in averages
+    assert "remaining classes recognised (%)" in average_header
     assert table_csv.splitlines()[0].startswith("group,kind")
     # the report rebuilds from the records alone
     gsweep.report(records, out, "toy")
@@ -424,3 +426,15 @@ def test_paper_configs_make_one_step_of_each_run_on_a_tiny_input(
             {"joint": 1.0} if spec.resolved_setting == "joint" else {"forget": 1.0, "retain": 1.0}
         )
         assert {k[6:]: v for k, v in steps.items() if k.startswith("steps/") and v} == expected
+
+
+def test_the_cli_finds_diffusion_configs_and_refuses_what_they_lack(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["retrain", "--config", "digits-ddpm"])
+    assert exit_info.value.code == 2
+    assert "no retrained reference" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["tune", "--config", "digits-ddpm"])
+    assert "tune is for classification" in capsys.readouterr().err

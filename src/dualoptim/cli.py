@@ -135,10 +135,12 @@ def _llm_table(out: Path, records) -> None:
 
 
 def _diffusion_table(out: Path, records) -> None:
-    from dualoptim.tasks.diffusion.sweep import report
+    from dualoptim.tasks.diffusion.sweep import report, tables
 
     report(records, out, out.name)
-    _console().print((out / "report.md").read_text(encoding="utf-8").split("\n## Samples")[0])
+    table2, averages, _ = tables(records)
+    _print_table(f"{out.name}: per forgotten class (Table 2)", *table2)
+    _print_table("averages over the forgotten classes", *averages)
     _console().print(f"wrote {out / 'report.md'} and the records in {out / 'records'}")
 
 

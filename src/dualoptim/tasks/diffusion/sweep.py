@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from dualoptim.bench.metric_table import metric_csv, metric_rows, metric_table
-from dualoptim.bench.records import RecordStore, make_record, record_id
+from dualoptim.bench.records import make_record, record_id
 from dualoptim.bench.report import write_text_report
-from dualoptim.bench.tables import check_one_experiment, markdown
+from dualoptim.bench.sweeps import lr_grid, open_store, scaled, step_metrics, stored_or_made
+from dualoptim.bench.tables import markdown
 from dualoptim.config import to_dict
 from dualoptim.tasks.diffusion.experiment import (
     DiffusionExperiment,
@@ -56,69 +58,59 @@ def sweep(
 ) -> list[dict[str, Any]]:
     """Run (or read back) every run of ``exp`` for every forgotten class at each η_f
     multiple; returns the reference and run records."""
-    if not lr_scales or any(not s > 0 for s in lr_scales):
-        raise ValueError(f"the η_f grid must be non-empty and positive, got {list(lr_scales)}")
-    store = RecordStore(out_dir / "records") if out_dir is not None else None
-    if store is not None:  # one experiment per folder, checked before anything runs
-        earlier = [r for r in store if r["kind"] == "reference"]
-        check_one_experiment([*earlier[:1], {"config": _config(exp, None, 0), "seed": 0}])
+    store = open_store(out_dir, _config(exp, None, 0))
     world = World(exp, progress=progress)
     key = world.key
+
+    def reference(forgotten: int, id: str) -> dict[str, Any]:
+        grid = _grid_name(REFERENCE, forgotten, exp.train.seed)
+        if out_dir is not None:
+            world.grid(world.original_samples, out_dir / grid, "original model")
+        return make_record(
+            id=id,
+            kind="reference",
+            group=REFERENCE,
+            seed=exp.train.seed,
+            metrics=world.reference(forgotten),
+            seconds=world.original[1],
+            config=_config(exp, None, 0),
+            task="diffusion",
+            extra=_extra(world, forgotten, grid),
+        )
+
+    def run(scale: float, spec: GenUnlearnSpec, forgotten: int, seed: int, id: str) -> dict:
+        grid = _grid_name(f"{spec.label}-x{scale:g}", forgotten, seed)
+        path = out_dir / grid if out_dir is not None else None
+        result = run_unlearning(spec, world, forgotten, seed, grid=path)
+        return make_record(
+            id=id,
+            kind="run",
+            group=spec.label,
+            seed=seed,
+            metrics={**result["metrics"], **step_metrics(result["steps"])},
+            seconds=result["seconds"],
+            curves=result["curves"],
+            config=_config(exp, spec, seed),
+            method=spec.method,
+            setting=spec.resolved_setting,
+            lr_scale=scale,
+            forget_lr=spec.eta_f,
+            task="diffusion",
+            extra=_extra(world, forgotten, grid),
+        )
+
     records = []
     for forgotten in exp.data.forget_classes:
         ref_id = record_id("diffusion-reference", key, forgotten)
-        record = store.get(ref_id) if store is not None else None
-        if record is None:
-            grid = _grid_name(REFERENCE, forgotten, exp.train.seed)
-            if out_dir is not None:
-                world.grid(world.original_samples, out_dir / grid, "original model")
-            record = make_record(
-                id=ref_id,
-                kind="reference",
-                group=REFERENCE,
-                seed=exp.train.seed,
-                metrics=world.reference(forgotten),
-                seconds=world.original[1],
-                config=_config(exp, None, 0),
-                task="diffusion",
-                extra=_extra(world, forgotten, grid),
-            )
-            if store is not None:
-                store.put(record)
-        records.append(record)
-    jobs = [
-        (scale, replace(spec, forget_lr=float(f"{spec.eta_f * scale:.12g}")), forgotten, seed)
-        for scale in sorted(lr_scales, key=lambda s: s != 1.0)
-        for forgotten in exp.data.forget_classes
-        for spec in exp.runs
-        for seed in exp.seeds
-    ]
-    for scale, spec, forgotten, seed in jobs:
-        run_id = record_id("diffusion-run", key, spec, forgotten, seed)
-        record = store.get(run_id) if store is not None else None
-        if record is None:
-            grid = _grid_name(f"{spec.label}-x{scale:g}", forgotten, seed)
-            path = out_dir / grid if out_dir is not None else None
-            result = run_unlearning(spec, world, forgotten, seed, grid=path)
-            record = make_record(
-                id=run_id,
-                kind="run",
-                group=spec.label,
-                seed=seed,
-                metrics={**result["metrics"], **_steps(result["steps"])},
-                seconds=result["seconds"],
-                curves=result["curves"],
-                config=_config(exp, spec, seed),
-                method=spec.method,
-                setting=spec.resolved_setting,
-                lr_scale=scale,
-                forget_lr=spec.eta_f,
-                task="diffusion",
-                extra=_extra(world, forgotten, grid),
-            )
-            if store is not None:
-                store.put(record)
-        records.append(record)
+        records.append(stored_or_made(store, ref_id, partial(reference, forgotten, ref_id)))
+    for scale in lr_grid(lr_scales):
+        for forgotten in exp.data.forget_classes:
+            for spec in exp.runs:
+                spec = replace(spec, forget_lr=scaled(spec.eta_f, scale))
+                for seed in exp.seeds:
+                    run_id = record_id("diffusion-run", key, spec, forgotten, seed)
+                    make = partial(run, scale, spec, forgotten, seed, run_id)
+                    records.append(stored_or_made(store, run_id, make))
     return records
 
 
@@ -129,10 +121,6 @@ def _extra(world: World, forgotten: int, grid: str) -> dict[str, Any]:
         "grid": grid,
         "classifier_accuracy": world.classifier_accuracy,
     }
-
-
-def _steps(steps: Mapping[str, int]) -> dict[str, float]:
-    return {f"steps/{k}": float(v) for k, v in steps.items()}
 
 
 def _present(records: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list[str]:
@@ -166,18 +154,22 @@ def class_columns(records: Sequence[Mapping[str, Any]]) -> tuple[list[str], dict
     return columns, labels
 
 
-def tables(records: Sequence[Mapping[str, Any]]) -> tuple[str, str, str]:
-    """(Table 2 in Markdown, the averages over classes in Markdown, Table 2 as CSV)."""
-    pivot = by_class(records)
+Table = tuple[list[str], list[list[str]]]
+
+
+def tables(records: Sequence[Mapping[str, Any]]) -> tuple[Table, Table, str]:
+    """(Table 2, the averages over the forgotten classes, Table 2 as CSV); tables are
+    (header, cells)."""
     columns, labels = class_columns(records)
-    rows = metric_rows(pivot, columns, (REFERENCE,))
-    table2 = markdown(*metric_table(rows, columns, labels, digits=2))
+    rows = metric_rows(by_class(records), columns, (REFERENCE,))
     averages = _averages(records)
-    average_rows = metric_rows(averages, _present(averages, AVERAGE_METRICS), (REFERENCE,))
-    average = markdown(
-        *metric_table(average_rows, _present(averages, AVERAGE_METRICS), LABELS, digits=2)
+    present = _present(averages, AVERAGE_METRICS)
+    average_rows = metric_rows(averages, present, (REFERENCE,))
+    return (
+        metric_table(rows, columns, labels, digits=2),
+        metric_table(average_rows, present, LABELS, digits=2),
+        metric_csv(rows, columns),
     )
-    return table2, average, metric_csv(rows, columns)
 
 
 def _averages(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -199,7 +191,8 @@ def _averages(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def report(records: Sequence[Mapping[str, Any]], out_dir: Path, title: str) -> str:
     """report.md and table.csv in Table 2's layout, with the sample grids; returns Table 2."""
-    table2, average, table_csv = tables(records)
+    table2_cells, average_cells, table_csv = tables(records)
+    table2, average = markdown(*table2_cells), markdown(*average_cells)
     first = records[0]
     evaluation = first["config"]["eval"]
     accuracy = first["extra"]["classifier_accuracy"]

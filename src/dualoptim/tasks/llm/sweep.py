@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from dualoptim.bench.metric_table import metric_csv, metric_rows, metric_table
 from dualoptim.bench.plots import plot_curves
-from dualoptim.bench.records import RecordStore, make_record, record_id
+from dualoptim.bench.records import make_record, record_id
 from dualoptim.bench.report import write_text_report
-from dualoptim.bench.tables import check_one_experiment, markdown
+from dualoptim.bench.sweeps import lr_grid, open_store, scaled, step_metrics, stored_or_made
+from dualoptim.bench.tables import markdown
 from dualoptim.config import to_dict
 from dualoptim.tasks.llm.experiment import LLMExperiment, LLMUnlearnSpec, World, run_unlearning
 
@@ -62,72 +64,59 @@ def sweep(
 ) -> list[dict[str, Any]]:
     """Run (or read back) every run of ``exp`` at each η_f multiple; returns the reference
     and run records."""
-    if not lr_scales or any(not s > 0 for s in lr_scales):
-        raise ValueError(f"the η_f grid must be non-empty and positive, got {list(lr_scales)}")
-    store = RecordStore(out_dir / "records") if out_dir is not None else None
-    if store is not None:  # one experiment per folder, checked before anything runs
-        earlier = [r for r in store if r["kind"] == "reference"]
-        check_one_experiment([*earlier[:1], {"config": _config(exp, None, 0), "seed": 0}])
+    store = open_store(out_dir, _config(exp, None, 0))
     world = World(exp, progress=progress)
     key = world.key
+
+    def reference(name: str, id: str) -> dict[str, Any]:
+        if name == "target":
+            seconds, evaluation = world.target[1], world.target_evaluation
+        else:
+            seconds, evaluation = world.retain_model[1], world.retain_evaluation
+        return make_record(
+            id=id,
+            kind="reference",
+            group=name,
+            seed=exp.finetune.seed,
+            metrics=world.summary(evaluation["scores"], evaluation["forget_ratios"], False),
+            seconds=seconds,
+            config=_config(exp, None, 0),
+            task="llm",
+            extra=_extra(evaluation["generations"], world.variant(False)),
+        )
+
+    def run(scale: float, spec: LLMUnlearnSpec, seed: int, id: str) -> dict[str, Any]:
+        result = run_unlearning(spec, world, seed, progress=progress)
+        return make_record(
+            id=id,
+            kind="run",
+            group=spec.label,
+            seed=seed,
+            metrics={**result["metrics"], **step_metrics(result["steps"])},
+            seconds=result["seconds"],
+            curves=result["curves"],
+            config=_config(exp, spec, seed),
+            method=spec.method,
+            setting=spec.setting,
+            lr_scale=scale,
+            forget_lr=spec.eta_f,
+            task="llm",
+            extra=_extra(result["generations"], result["variant"]),
+        )
+
     records = []
     for name in REFERENCES:
         ref_id = record_id("llm-reference", key, name)
-        record = store.get(ref_id) if store is not None else None
-        if record is None:
-            if name == "target":
-                seconds, evaluation = world.target[1], world.target_evaluation
-            else:
-                seconds, evaluation = world.retain_model[1], world.retain_evaluation
-            record = make_record(
-                id=ref_id,
-                kind="reference",
-                group=name,
-                seed=exp.finetune.seed,
-                metrics=world.summary(evaluation["scores"], evaluation["forget_ratios"], False),
-                seconds=seconds,
-                config=_config(exp, None, 0),
-                task="llm",
-                extra=_extra(evaluation["generations"], world.variant(False)),
-            )
-            if store is not None:
-                store.put(record)
-        records.append(record)
-    jobs = [
-        (scale, replace(spec, forget_lr=float(f"{spec.eta_f * scale:.12g}")), seed)
-        for scale in sorted(lr_scales, key=lambda s: s != 1.0)
-        for spec in exp.runs
-        for seed in exp.seeds
-    ]
-    for scale, spec, seed in jobs:
-        run_id = record_id("llm-run", key, spec, seed)
-        record = store.get(run_id) if store is not None else None
-        if record is None:
-            result = run_unlearning(spec, world, seed, progress=progress)
-            record = make_record(
-                id=run_id,
-                kind="run",
-                group=spec.label,
-                seed=seed,
-                metrics={**result["metrics"], **_steps(result["steps"])},
-                seconds=result["seconds"],
-                curves=result["curves"],
-                config=_config(exp, spec, seed),
-                method=spec.method,
-                setting=spec.setting,
-                lr_scale=scale,
-                forget_lr=spec.eta_f,
-                task="llm",
-                extra=_extra(result["generations"], result["variant"]),
-            )
-            if store is not None:
-                store.put(record)
-        records.append(record)
+        records.append(stored_or_made(store, ref_id, partial(reference, name, ref_id)))
+    for scale in lr_grid(lr_scales):
+        for spec in exp.runs:
+            spec = replace(spec, forget_lr=scaled(spec.eta_f, scale))
+            for seed in exp.seeds:
+                run_id = record_id("llm-run", key, spec, seed)
+                records.append(
+                    stored_or_made(store, run_id, partial(run, scale, spec, seed, run_id))
+                )
     return records
-
-
-def _steps(steps: Mapping[str, int]) -> dict[str, float]:
-    return {f"steps/{k}": float(v) for k, v in steps.items()}
 
 
 def report(records: Sequence[Mapping[str, Any]], out_dir: Path, title: str) -> str:
