@@ -272,6 +272,8 @@ def test_run_specs_resolve_the_published_defaults() -> None:
     assert GenUnlearnSpec("salun", "dual").c_r == 1.0
     assert GenUnlearnSpec("sa", "dual_plus").label == "SA+DO+"
     assert GenUnlearnSpec("sfron", "joint").label == "SFR-on (joint)"
+    assert GenUnlearnSpec("sfron", "dual", alpha=10).label == "SFR-on+DO α=10"
+    assert GenUnlearnSpec("sfron", "dual", alpha=1).label == "SFR-on+DO"
     assert engine_config(sa, 0, False).joint
     assert not engine_config(do, 0, False).joint
     assert engine_config(do, 0, False).schedule.cycle(9, 9) == [("forget", 1), ("retain", 1)]

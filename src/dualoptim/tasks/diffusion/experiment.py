@@ -188,10 +188,16 @@ class GenUnlearnSpec:
 
     @property
     def label(self) -> str:
+        """E.g. "SA", "SFR-on+DO", "SFR-on (joint)"; SFR-on's α when it is not the default."""
         setting, name = self.resolved_setting, METHOD_LABELS[self.method]
         if setting in SETTING_SUFFIX:
-            return name + SETTING_SUFFIX[setting]
-        return name if setting == PUBLISHED_SETTING[self.method] else f"{name} ({setting})"
+            label = name + SETTING_SUFFIX[setting]
+        else:
+            label = name if setting == PUBLISHED_SETTING[self.method] else f"{name} ({setting})"
+        default_alpha = 1.0 if self.dual else 10.0
+        if self.method == "sfron" and self.sfron_alpha != default_alpha:
+            label += f" α={self.sfron_alpha:g}"
+        return label
 
     @property
     def eta_f(self) -> float:
