@@ -381,6 +381,9 @@ def test_unlearning_a_class_lowers_its_forget_accuracy_end_to_end(
     assert "SFR-on+DO" in table2
     assert "remaining classes recognised (%)" in average_header
     assert table_csv.splitlines()[0].startswith("group,kind")
+    twin = {**result, "id": "twin"}  # another run under the same label: refused, not merged
+    with pytest.raises(ValueError, match="would share a row"):
+        gsweep.tables([*records, twin])
     # the report rebuilds from the records alone
     gsweep.report(records, out, "toy")
     (out / "report.md").unlink()

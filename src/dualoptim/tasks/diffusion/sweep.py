@@ -136,6 +136,11 @@ def by_class(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         k = (r["group"], r.get("forget_lr"), r["seed"])
         name = r["extra"]["class_name"]
         row = merged.setdefault(k, {**r, "metrics": {}})
+        if any(m.startswith(f"{name}/") for m in row["metrics"]):
+            raise ValueError(
+                f"two records of {r['group']!r} (η_f {k[1]}, seed {k[2]}) forget {name}: "
+                "runs that differ in more than their row label would share a row"
+            )
         row["metrics"].update({f"{name}/{m}": v for m, v in r["metrics"].items()})
         seconds[k].append(r["seconds"])
     for k, row in merged.items():
