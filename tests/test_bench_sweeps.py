@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from dualoptim.bench.records import make_record
-from dualoptim.bench.sweeps import lr_grid, open_store, scaled, step_metrics, stored_or_made
+from dualoptim.bench.sweeps import lr_grid, open_store, run_record, scaled, stored_or_made
 
 
 def _reference(config: dict) -> dict:
@@ -23,7 +24,31 @@ def test_the_grid_puts_the_configured_step_first_and_refuses_bad_multiples() -> 
         with pytest.raises(ValueError, match="non-empty and positive"):
             lr_grid(bad)
     assert scaled(1e-5, 3.0) == 3e-5  # not 3.0000000000000004e-05
-    assert step_metrics({"forget": 3, "retain": 0}) == {"steps/forget": 3.0, "steps/retain": 0.0}
+
+
+@dataclass
+class _Spec:
+    label: str = "SFR-on+DO"
+    method: str = "sfron"
+    eta_f: float = 3e-4
+
+
+def test_a_run_record_carries_the_spec_and_the_engine_step_counts() -> None:
+    result = {"metrics": {"FA": 12.5}, "steps": {"forget": 3, "retain": 0}, "seconds": 2.0,
+              "curves": {"FA": [[0, 90.0]]}}  # fmt: skip
+    record = run_record(
+        _Spec(), result, id="r", setting="dual", seed=1, scale=3.0, config={"data": "a"},
+        task="diffusion", extra={"class_name": "Bag"},
+    )  # fmt: skip
+    assert record["metrics"] == {"FA": 12.5, "steps/forget": 3.0, "steps/retain": 0.0}
+    assert (record["group"], record["method"], record["setting"]) == ("SFR-on+DO", "sfron", "dual")
+    assert (record["kind"], record["seed"], record["lr_scale"], record["forget_lr"]) == (
+        "run", 1, 3.0, 3e-4,
+    )  # fmt: skip
+    assert record["task"] == "diffusion"
+    assert record["extra"] == {"class_name": "Bag"}
+    assert record["curves"] == {"FA": [[0, 90.0]]}
+    assert record["seconds"] == 2.0
 
 
 def test_a_stored_record_is_read_back_and_never_made_again(tmp_path: Path) -> None:

@@ -208,3 +208,14 @@ class Unsupported:
 def test_unsupported_field_type_is_a_programming_error() -> None:
     with pytest.raises(TypeError, match="either: unsupported config field type"):
         from_dict(Unsupported, {"either": 1})
+
+
+@pytest.mark.parametrize("empty", ["runs=[]", "seeds=[]"])
+def test_every_task_refuses_an_experiment_that_runs_nothing(empty: str) -> None:
+    from dualoptim.tasks.diffusion.experiment import DiffusionExperiment
+    from dualoptim.tasks.llm.experiment import LLMExperiment
+    from dualoptim.tasks.vision.experiment import VisionExperiment
+
+    for experiment in (VisionExperiment, LLMExperiment, DiffusionExperiment):
+        with pytest.raises(ConfigError, match=f"{empty.split('=')[0]} is empty"):
+            load_config(experiment, None, [empty])

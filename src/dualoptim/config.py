@@ -19,7 +19,15 @@ import yaml
 
 T = TypeVar("T")
 
-__all__ = ["ConfigError", "from_dict", "load_config", "merge", "parse_overrides", "to_dict"]
+__all__ = [
+    "ConfigError",
+    "from_dict",
+    "load_config",
+    "merge",
+    "parse_overrides",
+    "require_runs_and_seeds",
+    "to_dict",
+]
 
 
 class ConfigError(ValueError):
@@ -177,6 +185,14 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
         if not isinstance(data, Mapping):
             raise ConfigError(f"{path}: expected a mapping at the top level, got {data!r}")
     return from_dict(cls, merge(data, parse_overrides(overrides)))
+
+
+def require_runs_and_seeds(runs: Sequence[Any], seeds: Sequence[int]) -> None:
+    """Refuse, when the config loads, an experiment that would run nothing."""
+    if not runs:
+        raise ConfigError("runs is empty: name at least one method and setting")
+    if not seeds:
+        raise ConfigError("seeds is empty")
 
 
 def to_dict(config: Any) -> dict[str, Any]:

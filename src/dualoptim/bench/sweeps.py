@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from dualoptim.bench.records import RecordStore
+from dualoptim.bench.records import RecordStore, make_record
 from dualoptim.bench.tables import check_one_experiment
 
 
@@ -46,6 +46,47 @@ def stored_or_made(
     return record
 
 
-def step_metrics(steps: Mapping[str, int]) -> dict[str, float]:
-    """The engine's step counts as metrics (``steps/forget`` …): Joint makes fewer steps."""
-    return {f"steps/{k}": float(v) for k, v in steps.items()}
+class RunSpec(Protocol):
+    """What a run record needs of a task's run spec."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def eta_f(self) -> float: ...
+
+
+def run_record(
+    spec: RunSpec,
+    result: Mapping[str, Any],
+    *,
+    id: str,
+    setting: str,
+    seed: int,
+    scale: float,
+    config: Mapping[str, Any],
+    task: str,
+    extra: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The record of one finished run: its metrics, with the engine's step counts as
+    ``steps/forget`` … (Joint makes fewer steps), its curves and time, under the spec's label."""
+    steps = {f"steps/{k}": float(v) for k, v in result["steps"].items()}
+    return make_record(
+        id=id,
+        kind="run",
+        group=spec.label,
+        seed=seed,
+        metrics={**result["metrics"], **steps},
+        seconds=result["seconds"],
+        curves=result["curves"],
+        config=dict(config),
+        method=spec.method,
+        setting=setting,
+        lr_scale=scale,
+        forget_lr=spec.eta_f,
+        task=task,
+        extra=dict(extra),
+    )

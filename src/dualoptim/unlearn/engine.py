@@ -333,7 +333,7 @@ class Engine:
         bar = tqdm(
             total=self.run.total_steps,
             initial=self.run.step,
-            desc=f"unlearn {self.method.name}",
+            desc=self.method.name,  # also trains originals: "finetune", "ddpm"
             disable=not (self.cfg.progress and self.accelerator.is_main_process),
             unit="step",
         )

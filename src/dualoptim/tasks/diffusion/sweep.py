@@ -18,7 +18,7 @@ from typing import Any
 from dualoptim.bench.metric_table import metric_csv, metric_rows, metric_table
 from dualoptim.bench.records import make_record, record_id
 from dualoptim.bench.report import write_text_report
-from dualoptim.bench.sweeps import lr_grid, open_store, scaled, step_metrics, stored_or_made
+from dualoptim.bench.sweeps import lr_grid, open_store, run_record, scaled, stored_or_made
 from dualoptim.bench.tables import markdown
 from dualoptim.config import to_dict
 from dualoptim.tasks.diffusion.experiment import (
@@ -82,19 +82,14 @@ def sweep(
         grid = _grid_name(f"{spec.label}-x{scale:g}", forgotten, seed)
         path = out_dir / grid if out_dir is not None else None
         result = run_unlearning(spec, world, forgotten, seed, grid=path)
-        return make_record(
+        return run_record(
+            spec,
+            result,
             id=id,
-            kind="run",
-            group=spec.label,
-            seed=seed,
-            metrics={**result["metrics"], **step_metrics(result["steps"])},
-            seconds=result["seconds"],
-            curves=result["curves"],
-            config=_config(exp, spec, seed),
-            method=spec.method,
             setting=spec.resolved_setting,
-            lr_scale=scale,
-            forget_lr=spec.eta_f,
+            seed=seed,
+            scale=scale,
+            config=_config(exp, spec, seed),
             task="diffusion",
             extra=_extra(world, forgotten, grid),
         )

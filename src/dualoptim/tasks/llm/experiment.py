@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from dualoptim.config import require_runs_and_seeds
 from dualoptim.io import content_key, write_json, write_tensors
 from dualoptim.optim.objective import ObjectiveOptimizer
 from dualoptim.optim.settings import SETTINGS, build_optimizer
@@ -171,10 +172,7 @@ class LLMExperiment:
     cache_dir: str = "results/cache/llm"
 
     def __post_init__(self) -> None:
-        if not self.runs:
-            raise ValueError("runs is empty: name at least one method and setting")
-        if not self.seeds:
-            raise ValueError("seeds is empty")
+        require_runs_and_seeds(self.runs, self.seeds)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from dualoptim.bench.metric_table import metric_csv, metric_rows, metric_table
 from dualoptim.bench.plots import plot_curves
 from dualoptim.bench.records import make_record, record_id
 from dualoptim.bench.report import write_text_report
-from dualoptim.bench.sweeps import lr_grid, open_store, scaled, step_metrics, stored_or_made
+from dualoptim.bench.sweeps import lr_grid, open_store, run_record, scaled, stored_or_made
 from dualoptim.bench.tables import markdown
 from dualoptim.config import to_dict
 from dualoptim.tasks.llm.experiment import LLMExperiment, LLMUnlearnSpec, World, run_unlearning
@@ -87,19 +87,14 @@ def sweep(
 
     def run(scale: float, spec: LLMUnlearnSpec, seed: int, id: str) -> dict[str, Any]:
         result = run_unlearning(spec, world, seed, progress=progress)
-        return make_record(
+        return run_record(
+            spec,
+            result,
             id=id,
-            kind="run",
-            group=spec.label,
-            seed=seed,
-            metrics={**result["metrics"], **step_metrics(result["steps"])},
-            seconds=result["seconds"],
-            curves=result["curves"],
-            config=_config(exp, spec, seed),
-            method=spec.method,
             setting=spec.setting,
-            lr_scale=scale,
-            forget_lr=spec.eta_f,
+            seed=seed,
+            scale=scale,
+            config=_config(exp, spec, seed),
             task="llm",
             extra=_extra(result["generations"], result["variant"]),
         )

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from dualoptim.config import require_runs_and_seeds
 from dualoptim.io import content_key, write_json, write_tensors
 from dualoptim.optim.objective import ObjectiveOptimizer
 from dualoptim.optim.settings import build_optimizer
@@ -149,10 +150,7 @@ class VisionExperiment:
             )
         if self.model not in MODELS and not self.model.startswith("tv:"):
             raise ValueError(f"model {self.model!r} is not one of {', '.join(MODELS)}, tv:<name>")
-        if not self.seeds:
-            raise ValueError("seeds is empty")
-        if not self.runs:
-            raise ValueError("runs is empty: name at least one method and setting")
+        require_runs_and_seeds(self.runs, self.seeds)
 
 
 @dataclass
