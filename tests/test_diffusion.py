@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from dualoptim.bench.tables import markdown
 from dualoptim.cli import main
 from dualoptim.config import ConfigError, load_config
+from dualoptim.tasks.diffusion import experiment as gexperiment
 from dualoptim.tasks.diffusion import sweep as gsweep
 from dualoptim.tasks.diffusion.data import (
     NoiseImages,
@@ -42,6 +43,7 @@ from dualoptim.tasks.diffusion.experiment import (
     World,
     engine_config,
     make_optimizer,
+    run_unlearning,
 )
 from dualoptim.tasks.diffusion.methods import (
     SalUn,
@@ -52,6 +54,7 @@ from dualoptim.tasks.diffusion.methods import (
 from dualoptim.tasks.diffusion.models import DenoiserSpec, build_denoiser
 from dualoptim.tasks.vision.train import TrainRecipe
 from dualoptim.unlearn import RunState
+from dualoptim.unlearn.engine import Engine
 from dualoptim.unlearn.losses import adaptive_ascent
 
 CONFIGS = Path(__file__).parents[1] / "src" / "dualoptim" / "configs" / "diffusion"
@@ -329,6 +332,12 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def toy_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the module: the toy original and classifier are trained once."""
+    return tmp_path_factory.mktemp("toy-cache")
+
+
 def _toy_experiment(
     toy: Path, cache: Path, runs: tuple[GenUnlearnSpec, ...]
 ) -> DiffusionExperiment:
@@ -350,10 +359,10 @@ def _toy_experiment(
 
 
 def test_unlearning_a_class_lowers_its_forget_accuracy_end_to_end(
-    toy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    toy: Path, toy_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = GenUnlearnSpec("sfron", "dual", iterations=30, batch_size=32, forget_lr=3e-3)
-    exp = _toy_experiment(toy, tmp_path / "cache", (run,))
+    exp = _toy_experiment(toy, toy_cache, (run,))
     out = tmp_path / "out"
     records = gsweep.sweep(exp, out)
     reference, result = records
@@ -391,6 +400,37 @@ def test_unlearning_a_class_lowers_its_forget_accuracy_end_to_end(
     report = (out / "report.md").read_text()
     assert "FA ↓" in report
     assert "](grids/" in report
+
+
+class KilledError(Exception):
+    pass
+
+
+def test_a_killed_unlearning_run_resumes_to_the_same_result(
+    toy: Path, toy_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = GenUnlearnSpec("sa", "dual", iterations=4, batch_size=16, replay_per_class=8)
+    world = World(_toy_experiment(toy, toy_cache, (run,)), progress=False)
+    monkeypatch.setattr(gexperiment, "CHECKPOINT_EVERY", 3)
+    whole = run_unlearning(run, world, 0, seed=1)
+
+    save = Engine.save_checkpoint
+
+    def save_then_die(engine: Engine) -> None:
+        save(engine)
+        raise KilledError
+
+    checkpoints = tmp_path / "run"
+    monkeypatch.setattr(Engine, "save_checkpoint", save_then_die)
+    with pytest.raises(KilledError):
+        run_unlearning(run, world, 0, seed=1, checkpoint_dir=checkpoints)
+    assert torch.load(checkpoints / "checkpoint.pt", weights_only=True)["step"] == 3
+    monkeypatch.setattr(Engine, "save_checkpoint", save)
+    resumed = run_unlearning(run, world, 0, seed=1, checkpoint_dir=checkpoints)
+    assert resumed["resumed_from_step"] == 3
+    assert resumed["metrics"] == whole["metrics"]  # bit-identical weights, same samples
+    assert resumed["steps"] == whole["steps"]
+    assert not checkpoints.exists()  # removed once the run is measured
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ images differ only by their weights.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ from dualoptim.tasks.vision.methods import ImageSource
 from dualoptim.tasks.vision.models import build_model
 from dualoptim.tasks.vision.train import TrainRecipe, train_classifier
 from dualoptim.unlearn import EngineConfig, PhaseOptions, Schedule, unlearn
+
+CHECKPOINT_EVERY = 200  # steps between checkpoints of original training and of unlearning runs
 
 MethodName = Literal["sa", "salun", "sfron"]
 SettingName = Literal["joint", "alternate", "dual", "dual_8bit", "dual_plus", "dual_plus_8bit"]
@@ -325,7 +328,7 @@ class World:
             lr_schedule=recipe.lr_schedule,
             seed=recipe.seed,
             checkpoint_dir=checkpoints,
-            checkpoint_every=200,
+            checkpoint_every=CHECKPOINT_EVERY,
             progress=self.progress,
         )
         method = DDPMTraining(self.scheduler, label_dropout=recipe.label_dropout)
@@ -537,7 +540,9 @@ def make_optimizer(spec: GenUnlearnSpec, model: nn.Module) -> ObjectiveOptimizer
     )
 
 
-def engine_config(spec: GenUnlearnSpec, seed: int, progress: bool) -> EngineConfig:
+def engine_config(
+    spec: GenUnlearnSpec, seed: int, progress: bool, checkpoint_dir: Path | None = None
+) -> EngineConfig:
     return EngineConfig(
         Schedule(spec.steps, 1, 1),
         forget_batch=spec.batch_size,
@@ -546,14 +551,26 @@ def engine_config(spec: GenUnlearnSpec, seed: int, progress: bool) -> EngineConf
         forget=PhaseOptions(weight=spec.forget_weight, clip_norm=spec.forget_clip),
         retain=PhaseOptions(weight=spec.c_r, clip_norm=spec.retain_clip),
         seed=seed,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=CHECKPOINT_EVERY if checkpoint_dir is not None else 0,
         progress=progress,
     )
 
 
 def run_unlearning(
-    spec: GenUnlearnSpec, world: World, forgotten: int, seed: int, grid: Path | None = None
+    spec: GenUnlearnSpec,
+    world: World,
+    forgotten: int,
+    seed: int,
+    grid: Path | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Unlearn class ``forgotten`` under ``spec``; metrics, seconds, steps, curves."""
+    """Unlearn class ``forgotten`` under ``spec``; metrics, seconds, steps, curves, and the
+    step it resumed from.
+
+    With ``checkpoint_dir`` the run checkpoints every ``CHECKPOINT_EVERY`` steps and a killed
+    run resumes there (SA's published 20k iterations are hours); the folder is removed once
+    the run has finished and been measured."""
     model = world.new_denoiser(world.original[0])
     method, forget, retain = build_method(spec, world, forgotten)
     torch.manual_seed(seed)
@@ -563,16 +580,20 @@ def run_unlearning(
         forget,
         retain,
         make_optimizer(spec, model),
-        engine_config(spec, seed, world.progress),
-        resume=False,
+        engine_config(spec, seed, world.progress, checkpoint_dir),
+        resume=checkpoint_dir is not None,
     )
     images = world.generate(model, world.evaluation_labels(forgotten))
     if grid is not None:
         name = world.data.class_names[forgotten]
         world.grid(images, grid, f"{spec.label}, forgetting {name}")
-    return {
+    measured = {
         "metrics": world.measure(images, forgotten),
         "seconds": result.seconds,
         "steps": result.steps,
         "curves": result.curves,
+        "resumed_from_step": result.resumed_from_step,
     }
+    if checkpoint_dir is not None:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return measured

@@ -81,7 +81,9 @@ def sweep(
     def run(scale: float, spec: GenUnlearnSpec, forgotten: int, seed: int, id: str) -> dict:
         grid = _grid_name(f"{spec.label}-x{scale:g}", forgotten, seed)
         path = out_dir / grid if out_dir is not None else None
-        result = run_unlearning(spec, world, forgotten, seed, grid=path)
+        result = run_unlearning(
+            spec, world, forgotten, seed, grid=path, checkpoint_dir=world.cache / "runs" / id
+        )
         return run_record(
             spec,
             result,
