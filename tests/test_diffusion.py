@@ -377,6 +377,7 @@ def test_unlearning_a_class_lowers_its_forget_accuracy_end_to_end(
     assert result["metrics"]["FID"] > 0
     for record in records:
         assert (out / record["extra"]["grid"]).stat().st_size > 1000
+    assert result["extra"]["grid"] == "grids/sfr-on-do-lr0-003-class0-seed0.png"  # η_f in it
     # a rerun reads the records back instead of running again
     monkeypatch.setattr(gsweep, "run_unlearning", lambda *_, **__: pytest.fail("reran"))
     assert [r["id"] for r in gsweep.sweep(exp, out)] == [r["id"] for r in records]

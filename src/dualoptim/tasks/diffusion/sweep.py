@@ -79,7 +79,8 @@ def sweep(
         )
 
     def run(scale: float, spec: GenUnlearnSpec, forgotten: int, seed: int, id: str) -> dict:
-        grid = _grid_name(f"{spec.label}-x{scale:g}", forgotten, seed)
+        # two rows may share a label (SalUn at two η_f), never a label and an η_f
+        grid = _grid_name(f"{spec.label}-lr{spec.eta_f:g}", forgotten, seed)
         path = out_dir / grid if out_dir is not None else None
         result = run_unlearning(
             spec, world, forgotten, seed, grid=path, checkpoint_dir=world.cache / "runs" / id
