@@ -391,6 +391,12 @@ def test_unlearning_a_class_lowers_its_forget_accuracy_end_to_end(
     assert "SFR-on+DO" in table2
     assert "remaining classes recognised (%)" in average_header
     assert table_csv.splitlines()[0].startswith("group,kind")
+    # a run that has not yet forgotten every class gets no average, not one over fewer classes
+    extra = {**reference["extra"], "forget_class": 1, "class_name": "1"}
+    other_class = {**reference, "id": "ref-1", "extra": extra}
+    _, (_, partial_cells), _ = gsweep.tables([*records, other_class])
+    assert partial_cells[0][2] != "–"  # the original has both classes
+    assert set(partial_cells[1][2:-2]) == {"–"}  # SFR-on+DO has one
     twin = {**result, "id": "twin"}  # another run under the same label: refused, not merged
     with pytest.raises(ValueError, match="would share a row"):
         gsweep.tables([*records, twin])

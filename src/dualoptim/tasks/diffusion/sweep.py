@@ -176,16 +176,20 @@ def tables(records: Sequence[Mapping[str, Any]]) -> tuple[Table, Table, str]:
 
 
 def _averages(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One record per (group, η_f, seed): each metric averaged over the forgotten classes."""
+    """One record per (group, η_f, seed): each metric averaged over the forgotten classes,
+    left empty where the group has not yet run every class (an average over fewer classes
+    would not compare with the others)."""
+    classes = {r["extra"]["forget_class"] for r in records}
     groups: dict[tuple, list[Mapping[str, Any]]] = defaultdict(list)
     for r in records:
         groups[(r["group"], r.get("forget_lr"), r["seed"])].append(r)
     out = []
     for members in groups.values():
+        complete = {r["extra"]["forget_class"] for r in members} == classes
         metrics = {
             m: sum(r["metrics"][m] for r in members) / len(members)
             for m in AVERAGE_METRICS
-            if all(m in r["metrics"] for r in members)
+            if complete and all(m in r["metrics"] for r in members)
         }
         seconds = sum(r["seconds"] for r in members) / len(members)
         out.append({**members[0], "metrics": metrics, "seconds": seconds})
