@@ -218,11 +218,32 @@ def report(records: Sequence[Mapping[str, Any]], out_dir: Path, title: str) -> s
         "\n\n"
     )
     body = intro + table2 + "\n## Averages over the forgotten classes\n\n" + average
-    grids = ["\n## Samples (one row per class, the same noise for every model)\n"]
-    for r in sorted(records, key=lambda r: (r["extra"]["forget_class"], r["kind"] != "reference")):
+    grids = [
+        "\n## Samples (one row per class, the same noise for every model)\n\n"
+        "The first seed of each row; the other seeds' grids are in `grids/`, named by seed.\n"
+    ]
+    first_seed: dict[tuple, int] = {}
+    for r in records:
+        row = (r["extra"]["forget_class"], r["group"], r.get("forget_lr"))
+        first_seed[row] = min(first_seed.get(row, r["seed"]), r["seed"])
+    shown = sorted(
+        (
+            r
+            for r in records
+            if first_seed[(r["extra"]["forget_class"], r["group"], r.get("forget_lr"))] == r["seed"]
+        ),
+        key=lambda r: (
+            r["extra"]["forget_class"],
+            r["kind"] != "reference",
+            r["group"],
+            -(r.get("forget_lr") or 0),
+        ),
+    )
+    for r in shown:
+        eta = f" at η_f {r['forget_lr']:g}" if r["kind"] == "run" else ""
         grids.append(
-            f"\n**{r['group']}**, forgetting {r['extra']['class_name']} (seed {r['seed']}):\n\n"
-            f"![{r['group']}]({r['extra']['grid']})\n"
+            f"\n**{r['group']}**{eta}, forgetting {r['extra']['class_name']} (seed {r['seed']}):"
+            f"\n\n![{r['group']}]({r['extra']['grid']})\n"
         )
     write_text_report(records, out_dir, title, body, "".join(dict.fromkeys(grids)), table_csv)
     return table2
