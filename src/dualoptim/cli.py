@@ -7,6 +7,7 @@ Each subcommand registers itself in :func:`build_parser` with a ``handler``; add
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -144,6 +145,10 @@ def _diffusion_table(out: Path, records) -> None:
     _console().print(f"wrote {out / 'report.md'} and the records in {out / 'records'}")
 
 
+#: Tasks whose sweeps report their own tables (classification reports Gap to RT, below).
+TABLES = {"llm": _llm_table, "diffusion": _diffusion_table}
+
+
 def _sweep(args: argparse.Namespace) -> int:
     """unlearn, bench and tune: a sweep of the config's runs, then the report."""
     from dualoptim.bench.records import RecordStore
@@ -153,21 +158,12 @@ def _sweep(args: argparse.Namespace) -> int:
     exp = _experiment(args)  # the whole configuration is validated before any training
     task = getattr(exp, "task", "vision")
     out = (args.out or Path("results") / task) / Path(args.config).stem
-    if task == "llm":
-        from dualoptim.tasks.llm.sweep import sweep as llm_sweep
-
+    if task in TABLES:
         if args.command == "tune":
-            raise ValueError("tune is for classification configs; use bench --grid for LLMs")
-        llm_sweep(exp, out, getattr(args, "grid", [1.0]), progress=True)
-        _llm_table(out, list(RecordStore(out / "records")))
-        return 0
-    if task == "diffusion":
-        from dualoptim.tasks.diffusion.sweep import sweep as diffusion_sweep
-
-        if args.command == "tune":
-            raise ValueError("tune is for classification configs; use bench --grid for diffusion")
-        diffusion_sweep(exp, out, getattr(args, "grid", [1.0]), progress=True)
-        _diffusion_table(out, list(RecordStore(out / "records")))
+            raise ValueError(f"tune is for classification configs; use bench --grid for {task}")
+        task_sweep = importlib.import_module(f"dualoptim.tasks.{task}.sweep").sweep
+        task_sweep(exp, out, getattr(args, "grid", [1.0]), progress=True)
+        TABLES[task](out, list(RecordStore(out / "records")))
         return 0
     grid = getattr(args, "grid", [1.0])
     sweep(exp, out, grid, absolute=args.command == "tune", progress=True)
@@ -185,11 +181,8 @@ def _report(args: argparse.Namespace) -> int:
     from dualoptim.tasks.vision.sweep import METRICS
 
     records = list(RecordStore(args.folder / "records"))
-    if records and records[0].get("task") == "llm":
-        _llm_table(args.folder, records)
-        return 0
-    if records and records[0].get("task") == "diffusion":
-        _diffusion_table(args.folder, records)
+    if records and records[0].get("task") in TABLES:
+        TABLES[records[0]["task"]](args.folder, records)
         return 0
     summary = rebuild_report(args.folder, METRICS, args.folder.name)
     _show(summary, args.folder, METRICS)
