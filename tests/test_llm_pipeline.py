@@ -204,6 +204,8 @@ def test_metric_table_from_hand_made_records() -> None:
     assert dual.mean["UFE"] == pytest.approx(0.6)
     assert dual.std["UFE"] == pytest.approx(0.1)
     assert dual.seconds == pytest.approx(15.0)
+    contended = [*records, {**records[2], "seed": 2, "seconds": 1000.0}]
+    assert metric_rows(contended, ["UFE"])[2].seconds == pytest.approx(20.0)  # the median
     _, cells = metric_table(rows, ["UFE", "MU"])
     assert cells[2][2:4] == ["0.600 ± 0.100", "–"]
     assert cells[0][2] == "0.100"

@@ -77,7 +77,9 @@ def metric_rows(
                 seeds=tuple(seeds),
                 mean=mean,
                 std=std,
-                seconds=float(np.mean([r["seconds"] for r in members])),
+                seconds=float(
+                    np.median([r["seconds"] for r in members])
+                ),  # robust to a contended repeat
             )
         )
     return rows
@@ -96,9 +98,9 @@ def metric_table(
     labels: Mapping[str, str] | None = None,
     digits: int = 3,
 ) -> tuple[list[str], list[list[str]]]:
-    """(header, cells): mean (± std when several seeds) per metric, time and seeds."""
+    """(header, cells): mean (± std when several seeds) per metric, median time, seeds."""
     labels = labels or {}
-    header = ["model", "η_f", *(labels.get(m, m) for m in metrics), "seconds", "seeds"]
+    header = ["model", "η_f", *(labels.get(m, m) for m in metrics), "seconds (median)", "seeds"]
     cells = [
         [
             row.group,

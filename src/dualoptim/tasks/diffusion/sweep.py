@@ -8,6 +8,7 @@ Sample grids (one row per class) go to ``grids/`` beside the records.
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -142,7 +143,7 @@ def by_class(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         row["metrics"].update({f"{name}/{m}": v for m, v in r["metrics"].items()})
         seconds[k].append(r["seconds"])
     for k, row in merged.items():
-        row["seconds"] = sum(seconds[k]) / len(seconds[k])
+        row["seconds"] = statistics.median(seconds[k])
     return list(merged.values())
 
 
@@ -191,7 +192,7 @@ def _averages(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             for m in AVERAGE_METRICS
             if complete and all(m in r["metrics"] for r in members)
         }
-        seconds = sum(r["seconds"] for r in members) / len(members)
+        seconds = statistics.median(r["seconds"] for r in members)
         out.append({**members[0], "metrics": metrics, "seconds": seconds})
     return out
 
@@ -213,7 +214,7 @@ def report(records: Sequence[Mapping[str, Any]], out_dir: Path, title: str) -> s
         f"({evaluation['images_per_class']} per class) against "
         f"{evaluation['real_per_class']} real test images per class, in the penultimate "
         f"features of our own classifier (test accuracy {accuracy:.1f}%). Row `original` is "
-        "the model before unlearning. `seconds`: unlearning time per run (training time for "
+        "the model before unlearning. `seconds`: median unlearning time per run (training for "
         "the original). FIDs on small samples are biased upwards: compare rows, not papers."
         "\n\n"
     )
