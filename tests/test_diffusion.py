@@ -289,6 +289,8 @@ def test_bad_configs_fail_early_with_the_key_named(tmp_path: Path) -> None:
         GenDataSpec(forget_classes=())
     with pytest.raises(ValueError, match="grid_per_class"):
         EvalSpec(forget_images=4, grid_per_class=8)
+    with pytest.raises(ValueError, match=r"eval\.forget_images"):
+        EvalSpec(forget_images=1, grid_per_class=1)  # no FID of the forgotten class from one
     path = tmp_path / "bad.yaml"
     path.write_text("task: diffusion\nruns: [{method: sfron, forget_lr: -1}]\n")
     with pytest.raises(ConfigError, match="forget_lr must be > 0"):
@@ -371,6 +373,8 @@ def test_unlearning_a_class_lowers_its_forget_accuracy_end_to_end(
     assert reference["metrics"]["FA"] >= 90  # the original draws the class
     assert reference["extra"]["classifier_accuracy"] >= 90
     assert result["metrics"]["FA"] <= reference["metrics"]["FA"] - 50  # and forgets it
+    # and its samples of the class move away from the real ones
+    assert result["metrics"]["FID_forgotten"] > reference["metrics"]["FID_forgotten"]
     assert result["metrics"]["steps/forget"] == 30
     assert result["metrics"]["steps/retain"] == 30
     assert math.isfinite(result["metrics"]["FID"])

@@ -134,8 +134,11 @@ class EvalSpec:
         for name in ("forget_images", "images_per_class", "real_per_class", "grid_per_class"):
             if getattr(self, name) < 1:
                 raise ValueError(f"eval.{name} must be >= 1, got {getattr(self, name)}")
-        if self.images_per_class < 2 or self.real_per_class < 2:
-            raise ValueError("FID needs at least 2 images per class on each side")
+        if min(self.forget_images, self.images_per_class, self.real_per_class) < 2:
+            raise ValueError(
+                "FID needs at least 2 images per class on each side "
+                "(eval.forget_images, eval.images_per_class, eval.real_per_class)"
+            )
         if self.inception and self.inception_per_class < 2:
             raise ValueError("eval.inception_per_class must be >= 2")
         if self.grid_per_class > min(self.forget_images, self.images_per_class):
@@ -441,8 +444,11 @@ class World:
         return torch.arange(self.data.classes).repeat_interleave(torch.tensor(counts))
 
     def measure(self, images: ImageSet, forgotten: int) -> dict[str, float]:
-        """FA (%), FID per extractor on the remaining classes, and the share (%) of
-        remaining-class images the classifier assigns to their own class."""
+        """FA (%), FID per extractor on the remaining classes, the same FID between the
+        forgotten class's images and its real ones (``<FID>_forgotten``, higher = further),
+        and the share (%) of remaining-class images the classifier assigns to their own
+        class. ``FID_forgotten`` exposes what FA cannot: a forgotten class collapsed onto
+        one artefact that the classifier happens to call by the forgotten class's name."""
         forget_images = images.x[images.y == forgotten][: self.exp.eval.forget_images]
         metrics = {"FA": gm.forget_accuracy(self.classifier, forget_images, forgotten)}
         remaining = [c for c in range(self.data.classes) if c != forgotten]
@@ -452,6 +458,10 @@ class World:
             fake_features = gm.extract_features(extractor, fake.x)
             real = torch.cat([self.real_features[name][c] for c in remaining])
             metrics[name] = gm.frechet_distance(real, fake_features)
+            forgotten_features = gm.extract_features(extractor, forget_images[:n])
+            metrics[f"{name}_forgotten"] = gm.frechet_distance(
+                self.real_features[name][forgotten], forgotten_features
+            )
         kept = per_class(images, remaining, self.exp.eval.images_per_class)
         classifier = self.classifier
         with torch.no_grad():

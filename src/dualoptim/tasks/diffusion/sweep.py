@@ -32,11 +32,20 @@ from dualoptim.tasks.diffusion.experiment import (
 REFERENCE = "original"
 #: Per forgotten class (Table 2), then averages over the classes.
 CLASS_METRICS = ("FA", "FID", "FID_inception")
-AVERAGE_METRICS = ("FA", "FID", "FID_inception", "remaining_accuracy")
+AVERAGE_METRICS = (
+    "FA",
+    "FID",
+    "FID_inception",
+    "remaining_accuracy",
+    "FID_forgotten",
+    "FID_inception_forgotten",
+)
 LABELS = {
     "FA": "FA ↓ (%)",
     "FID": "FID ↓ (own classifier)",
     "FID_inception": "FID ↓ (Inception-v3)",
+    "FID_forgotten": "forgotten class's FID ↑ (own classifier)",
+    "FID_inception_forgotten": "forgotten class's FID ↑ (Inception-v3)",
     "remaining_accuracy": "remaining classes recognised (%)",
 }
 SHORT = {"FA": "FA ↓", "FID": "FID ↓", "FID_inception": "FID-Inception ↓"}
