@@ -390,6 +390,8 @@ def test_unlearning_a_class_lowers_its_forget_accuracy_end_to_end(
     table2 = markdown(header, cells)
     assert "0 FA ↓" in header
     assert "0 FID ↓" in header
+    with_inception = {**result, "metrics": {**result["metrics"], "FID_inception": 100.0}}
+    assert gsweep.class_columns([with_inception])[1]["0/FID_inception"] == "0 FID-Inception ↓"
     assert [c[0] for c in cells] == ["original", "SFR-on+DO"]
     assert table2.splitlines()[2].startswith("| original")
     assert "SFR-on+DO" in table2

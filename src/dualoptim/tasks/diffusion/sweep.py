@@ -48,6 +48,7 @@ LABELS = {
     "FID_inception_forgotten": "forgotten class's FID ↑ (Inception-v3)",
     "remaining_accuracy": "remaining classes recognised (%)",
 }
+#: Table 2's column labels, after the class name.
 SHORT = {"FA": "FA ↓", "FID": "FID ↓", "FID_inception": "FID-Inception ↓"}
 
 
@@ -161,9 +162,7 @@ def class_columns(records: Sequence[Mapping[str, Any]]) -> tuple[list[str], dict
     classes = sorted({(r["extra"]["forget_class"], r["extra"]["class_name"]) for r in records})
     present = _present(records, CLASS_METRICS)
     columns = [f"{name}/{m}" for _, name in classes for m in present]
-    labels = {
-        f"{name}/{m}": f"{name} {LABELS[m].split(' (')[0]}" for _, name in classes for m in present
-    }
+    labels = {f"{name}/{m}": f"{name} {SHORT[m]}" for _, name in classes for m in present}
     return columns, labels
 
 
