@@ -77,9 +77,8 @@ def metric_rows(
                 seeds=tuple(seeds),
                 mean=mean,
                 std=std,
-                seconds=float(
-                    np.median([r["seconds"] for r in members])
-                ),  # robust to a contended repeat
+                # the median: one repeat slowed by a competing process does not move it
+                seconds=float(np.median([r["seconds"] for r in members])),
             )
         )
     return rows

@@ -447,8 +447,9 @@ class World:
         """FA (%), FID per extractor on the remaining classes, the same FID between the
         forgotten class's images and its real ones (``<FID>_forgotten``, higher = further),
         and the share (%) of remaining-class images the classifier assigns to their own
-        class. ``FID_forgotten`` exposes what FA cannot: a forgotten class collapsed onto
-        one artefact that the classifier happens to call by the forgotten class's name."""
+        class. FA alone is fooled by a forgotten class collapsed onto one artefact that the
+        classifier calls by the class's name; in Inception features ``FID_inception_forgotten``
+        shows the collapse, in the classifier's own features it barely does (docs/diffusion.md)."""
         forget_images = images.x[images.y == forgotten][: self.exp.eval.forget_images]
         metrics = {"FA": gm.forget_accuracy(self.classifier, forget_images, forgotten)}
         remaining = [c for c in range(self.data.classes) if c != forgotten]

@@ -231,23 +231,19 @@ def report(records: Sequence[Mapping[str, Any]], out_dir: Path, title: str) -> s
         "\n## Samples (one row per class, the same noise for every model)\n\n"
         "The first seed of each row; the other seeds' grids are in `grids/`, named by seed.\n"
     ]
-    first_seed: dict[tuple, int] = {}
-    for r in records:
-        row = (r["extra"]["forget_class"], r["group"], r.get("forget_lr"))
-        first_seed[row] = min(first_seed.get(row, r["seed"]), r["seed"])
-    shown = sorted(
-        (
-            r
-            for r in records
-            if first_seed[(r["extra"]["forget_class"], r["group"], r.get("forget_lr"))] == r["seed"]
-        ),
-        key=lambda r: (
+
+    def row(r: Mapping[str, Any]) -> tuple:
+        return (
             r["extra"]["forget_class"],
             r["kind"] != "reference",
             r["group"],
             -(r.get("forget_lr") or 0),
-        ),
-    )
+        )
+
+    first_seed: dict[tuple, int] = {}
+    for r in records:
+        first_seed[row(r)] = min(first_seed.get(row(r), r["seed"]), r["seed"])
+    shown = sorted((r for r in records if first_seed[row(r)] == r["seed"]), key=row)
     for r in shown:
         eta = f" at η_f {r['forget_lr']:g}" if r["kind"] == "run" else ""
         grids.append(
