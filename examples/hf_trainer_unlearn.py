@@ -4,6 +4,7 @@ Runs offline in seconds on a tiny randomly initialised Llama and synthetic token
 
     python examples/hf_trainer_unlearn.py                 # DualOptim, 1 forget : 5 retain steps
     python examples/hf_trainer_unlearn.py --setting alternate   # the shared-optimizer baseline
+    python examples/hf_trainer_unlearn.py --steps 6             # one 1:5 cycle (the tests' run)
 
 For a real run, replace the two blocks marked "REAL RUN" (model and data) and the
 TrainingArguments' toy values. Everything else -- the optimizer, the phases, logging,

@@ -4,12 +4,15 @@ input, and bad input ends with one clear line before any training."""
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
+from unittest.mock import Mock
 
 import pytest
 import torch
 
-from dualoptim.cli import _named_config, main
+from dualoptim.cli import _experiment, _named_config, _parse, build_parser, main
 from dualoptim.config import ConfigError, load_config
 from dualoptim.tasks.vision.data import ForgetSplit, ImageData, ImageSet
 from dualoptim.tasks.vision.experiment import VisionExperiment, World, build_run, make_optimizer
@@ -112,3 +115,123 @@ def test_bench_then_report_from_the_command_line(tmp_path: Path, monkeypatch, ca
     with pytest.raises(SystemExit) as exit_info:
         main(["report", str(tmp_path / "nothing")])
     assert "no records to report" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["unlearn", "--out", "X", "seeds=[0]", "--config", "digits", "train.epochs=2"],
+        ["unlearn", "seeds=[0]", "--config", "digits", "--out", "X", "train.epochs=2"],
+        ["unlearn", "--config", "digits", "--out", "X", "seeds=[0]", "train.epochs=2"],
+        ["unlearn", "seeds=[0]", "train.epochs=2", "--out", "X", "--config", "digits"],
+        [
+            "unlearn",
+            "seeds=[0]",
+            "--out",
+            "X",
+            "train.epochs=7",
+            "--config",
+            "digits",
+            "train.epochs=2",
+        ],
+    ],
+)
+def test_overrides_may_stand_anywhere_and_later_ones_win(argv: list[str]) -> None:
+    args = _parse(build_parser(), argv)
+    assert args.out == Path("X")
+    exp = _experiment(args)
+    assert exp.seeds == (0,)
+    assert exp.train.epochs == 2
+
+
+def test_an_unknown_option_is_still_refused(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["unlearn", "seeds=[0]", "--outt", "X"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --outt X" in capsys.readouterr().err
+
+
+def test_grid_values_may_be_fractions_decimals_or_exponents() -> None:
+    args = build_parser().parse_args(["bench", "--grid", "1/3", "1", "3", "10", "0.5", "1e-4"])
+    assert args.grid == [1 / 3, 1.0, 3.0, 10.0, 0.5, 1e-4]
+    tune = build_parser().parse_args(["tune", "--grid", "1E-5", "3/10000"])
+    assert tune.grid == [1e-5, 3e-4]
+
+
+def test_a_config_task_picks_its_experiment_and_an_unknown_task_is_named(tmp_path: Path) -> None:
+    from dualoptim.tasks.llm.experiment import LLMExperiment
+
+    assert isinstance(
+        _experiment(_parse(build_parser(), ["train", "--config", "tofu-tiny"])), LLMExperiment
+    )
+    config = tmp_path / "c.yaml"
+    config.write_text("seeds: [0]\n")
+    args = _parse(build_parser(), ["train", "--config", str(config), "task=llm"])
+    assert isinstance(_experiment(args), LLMExperiment)  # an override may set the task
+    config.write_text("task: nlp\n")
+    args = _parse(build_parser(), ["train", "--config", str(config)])
+    with pytest.raises(ConfigError, match="task: got 'nlp'; allowed values: 'vision', 'llm'"):
+        _experiment(args)
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch) -> None:
+    """Only expected failures become one line: a TypeError is a bug to be seen in full."""
+    monkeypatch.setattr("dualoptim.tasks.vision.sweep.sweep", Mock(side_effect=TypeError("a bug")))
+    with pytest.raises(TypeError, match="a bug"):
+        main(["unlearn", "seeds=[0]"])
+
+
+HEAVY = ("bitsandbytes", "diffusers", "transformers")
+
+
+@pytest.mark.slow
+def test_a_vision_command_imports_no_diffusion_or_llm_library() -> None:
+    code = (
+        "import sys\n"
+        "from dualoptim.cli import _experiment, _parse, build_parser\n"
+        "_experiment(_parse(build_parser(), ['unlearn', '--config', 'digits', 'seeds=[0]']))\n"
+        "import dualoptim.tasks.vision.sweep\n"
+        f"print([m for m in {HEAVY!r} if m in sys.modules])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_the_diffusion_task_starts_without_bitsandbytes_noise() -> None:
+    """diffusers imports bitsandbytes whenever it is installed; its kernels-community line is
+    filtered by name (on machines where it would print)."""
+    code = (
+        "from dualoptim.cli import _experiment, _parse, build_parser\n"
+        "_experiment(_parse(build_parser(), ['train', '--config', 'digits-ddpm']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "kernels-community" not in result.stderr
+    assert "Failed to load" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_vision_run_starts_without_third_party_noise(tmp_path: Path) -> None:
+    """`dualoptim unlearn --config digits` trimmed to one seed, one epoch, one short run."""
+    command = Path(sys.executable).with_name("dualoptim")
+    argv = [
+        str(command),
+        "unlearn",
+        "--config",
+        "digits",
+        "seeds=[0]",
+        "train.epochs=1",
+        "data.per_class_train=20",
+        "data.per_class_test=5",
+        "runs=[{method: rl, setting: dual, forget_lr: 1.0e-4, epochs: 1}]",
+        "--out",
+        str(tmp_path / "out"),
+        f"cache_dir={tmp_path / 'cache'}",
+    ]
+    result = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "kernels-community" not in result.stderr
+    assert "Failed to load" not in result.stderr
+    assert "rl (dual)" in result.stdout

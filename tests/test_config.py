@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
@@ -16,6 +17,7 @@ from dualoptim.config import (
     load_config,
     merge,
     parse_overrides,
+    read_config,
     to_dict,
 )
 
@@ -219,3 +221,75 @@ def test_every_task_refuses_an_experiment_that_runs_nothing(empty: str) -> None:
     for experiment in (VisionExperiment, LLMExperiment, DiffusionExperiment):
         with pytest.raises(ConfigError, match=f"{empty.split('=')[0]} is empty"):
             load_config(experiment, None, [empty])
+
+
+FLOAT_LITERALS = {
+    "1e6": 1e6,
+    "1.0e6": 1e6,
+    "1E-4": 1e-4,
+    "-2.5E+3": -2500.0,
+    ".5e-3": 5e-4,
+    "-.5": -0.5,
+    "1_000.5": 1000.5,
+    "3.": 3.0,
+    "2": 2.0,
+}
+
+
+@pytest.mark.parametrize(("text", "value"), FLOAT_LITERALS.items())
+def test_every_float_literal_is_a_float_in_files_and_overrides(
+    text: str, value: float, tmp_path: Path
+) -> None:
+    """YAML 1.1 wants a dot and a signed exponent: plain PyYAML reads 1e6 and 1.0e6 as text."""
+    path = tmp_path / "config.yaml"
+    path.write_text(f"name: a\ntrain: {{epochs: 1, lr: {text}}}\nextra: {{x: {text}}}\n")
+    from_file = load_config(Experiment, path)
+    from_override = load_config(Experiment, None, ["name=a", "train.epochs=1", f"train.lr={text}"])
+    assert from_file.train.lr == from_override.train.lr == value
+    assert from_file.extra == {"x": value}
+    assert type(from_file.train.lr) is float
+
+
+@pytest.mark.parametrize("text", ["10", "-3", "0", "1_000"])
+def test_integers_stay_integers(text: str) -> None:
+    assert type(parse_overrides([f"a={text}"])["a"]) is int
+
+
+def test_a_quoted_number_is_a_number_and_anything_else_is_refused() -> None:
+    assert load_config(Experiment, None, ["name=a", "train.epochs=1", "train.lr='1.0e6'"]) == (
+        Experiment(name="a", train=Train(epochs=1, lr=1e6))
+    )
+    for text in ("abc", "1e", "1.2.3", "nan"):
+        with pytest.raises(ConfigError, match=rf"train\.lr: expected float, got '{text}' \(str\)"):
+            load_config(Experiment, None, ["name=a", "train.epochs=1", f"train.lr='{text}'"])
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", r"a binary file, not a YAML config"),
+        ("name: caf\u00e9\n".encode("latin-1"), r"not UTF-8 text \(byte 0xe9 at offset 9\)"),
+        (b"train: [1, 2\nname: a\n", r"invalid YAML: .* at line \d+, column \d+$"),
+        (b"name: a\n  train: 1\n", r"invalid YAML: mapping values are not allowed here at line 2"),
+        (b"- 1\n- 2\n", r"expected a mapping of keys at the top level, got a list"),
+        (b"just text\n", r"expected a mapping of keys at the top level, got a str"),
+    ],
+)
+def test_an_unreadable_config_file_is_one_line_naming_the_file(
+    content: bytes, match: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "garbage.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        read_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ")
+    assert "\n" not in message
+    assert re.search(match, message), message
+
+
+def test_an_invalid_override_value_is_one_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_overrides(["runs=[{method: rl"])
+    assert "\n" not in str(info.value)
+    assert str(info.value).startswith("override 'runs=[{method: rl': invalid YAML value: ")

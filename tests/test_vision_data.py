@@ -358,7 +358,12 @@ def test_npz_with_test_split(tmp_path: Path) -> None:
     y_train = np.array([0, 1, 2] * 4, dtype=np.int32)
     y_test = np.array([0, 1, 2, 3, 4, 6])  # the largest label only in the test set
     path = write_npz(
-        tmp_path / "set.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test
+        tmp_path / "set.npz",
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        classes=np.array(7),  # declared: class 5 has no example
     )
     loaded = load_data(path)
     assert loaded.name == path

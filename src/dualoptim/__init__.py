@@ -1,5 +1,7 @@
 """dualoptim: stable machine unlearning with dual optimizers (DualOptim, DualOptim+)."""
 
+import logging
+
 from dualoptim.optim import (
     DualOptimizer,
     DualOptimPlus,
@@ -9,6 +11,15 @@ from dualoptim.optim import (
 )
 
 __version__ = "0.1.0"
+
+# bitsandbytes, when imported on a CPU with AVX512-BF16 and without the `kernels` package, logs
+# "Failed to load CPU gemm_4bit_forward from kernels-community" - about a 4-bit matmul this
+# package never uses. We import it only for 8-bit optimizer states, but diffusers imports it
+# eagerly whenever it is installed (its quantizers), so every diffusion run would start with
+# that line. Drop that one message of that one logger; anything else it logs still shows.
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
+    lambda record: not str(record.msg).startswith("Failed to load CPU gemm_4bit_forward")
+)
 
 __all__ = [
     "DualOptimPlus",

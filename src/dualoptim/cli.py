@@ -10,13 +10,15 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 
 from rich.console import Console
 
 import dualoptim
-from dualoptim.config import ConfigError, load_config
+from dualoptim.config import ConfigError, from_dict, merge, parse_overrides, read_config
+from dualoptim.errors import WriteError
 
 
 def _console() -> Console:
@@ -34,6 +36,21 @@ def _at_least(minimum: int) -> Callable[[str], int]:
 
     parse.__name__ = "int"  # argparse names the type in its error messages
     return parse
+
+
+def _positive_number(text: str) -> float:
+    """A grid value: a decimal, ``1e-4`` or a fraction, so ``1/3`` is exactly a third (and
+    matches records made with it) rather than 0.333."""
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        hint = " (key=value overrides go before --grid)" if "=" in text else ""
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number or a fraction like 1/3{hint}"
+        ) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: grid values must be > 0")
+    return float(value)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -60,7 +77,14 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_demo)
 
 
-TASKS = ("vision", "llm", "diffusion")
+#: Each task's experiment class, imported only when a config of that task loads: the LLM and
+#: diffusion tasks bring transformers and diffusers (and with it bitsandbytes), which a
+#: classification command never needs.
+EXPERIMENTS = {
+    "vision": "dualoptim.tasks.vision.experiment:VisionExperiment",
+    "llm": "dualoptim.tasks.llm.experiment:LLMExperiment",
+    "diffusion": "dualoptim.tasks.diffusion.experiment:DiffusionExperiment",
+}
 
 
 def _shipped_configs() -> dict[str, Path]:
@@ -68,7 +92,7 @@ def _shipped_configs() -> dict[str, Path]:
     root = resources.files("dualoptim") / "configs"
     return {
         p.name[:-5]: Path(str(p))
-        for task in TASKS
+        for task in EXPERIMENTS
         for p in (root / task).iterdir()
         if p.name.endswith(".yaml")
     }
@@ -77,31 +101,27 @@ def _shipped_configs() -> dict[str, Path]:
 def _named_config(name_or_path: str) -> Path:
     """A config file: a path, or the name of one shipped in dualoptim/configs/<task>/."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.exists():
         return path
     shipped = _shipped_configs()
     if name_or_path in shipped:
         return shipped[name_or_path]
-    raise ConfigError(f"no config file or named config {name_or_path!r}; named: {sorted(shipped)}")
+    what = "config file" if path.suffix in (".yaml", ".yml") else "config file or named config"
+    raise ConfigError(
+        f"no {what} {name_or_path!r}; the named configs are {', '.join(sorted(shipped))}"
+    )
 
 
 def _experiment(args: argparse.Namespace):
-    """The config's experiment, of the task its file names (``task: llm`` / ``diffusion``;
-    classification when there is none)."""
-    import yaml
-
-    from dualoptim.tasks.diffusion.experiment import DiffusionExperiment
-    from dualoptim.tasks.llm.experiment import LLMExperiment
-    from dualoptim.tasks.vision.experiment import VisionExperiment
-
-    path = _named_config(args.config)
-    try:
-        head = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        head = {}  # load_config reports the problem with its path
-    task = head.get("task") if isinstance(head, dict) else None
-    classes = {"llm": LLMExperiment, "diffusion": DiffusionExperiment}
-    return load_config(classes.get(task, VisionExperiment), path, args.overrides)
+    """The config's experiment, of the task it names (``task: llm`` / ``diffusion``;
+    classification when there is none); the file is read once, overrides may set the task."""
+    data = merge(read_config(_named_config(args.config)), parse_overrides(args.overrides))
+    task = data.pop("task", "vision")  # each class's own task field defaults to its task
+    if task not in EXPERIMENTS:
+        allowed = ", ".join(repr(t) for t in EXPERIMENTS)
+        raise ConfigError(f"task: got {task!r}; allowed values: {allowed}")
+    module, name = EXPERIMENTS[task].split(":")
+    return from_dict(getattr(importlib.import_module(module), name), data)
 
 
 def _print_table(title: str, header: Sequence[str], cells: Sequence[Sequence[str]]) -> None:
@@ -116,12 +136,19 @@ def _print_table(title: str, header: Sequence[str], cells: Sequence[Sequence[str
 
 
 def _show(summary, out: Path, metrics: Sequence[str]) -> None:
+    from dualoptim.bench.records import RecordStore
+    from dualoptim.bench.report import timing_note
     from dualoptim.bench.tables import main_table, sensitivity_table
 
     seeds = len(summary.rt.seeds)
-    _print_table(f"{out.name}: {seeds} seeds", *main_table([summary.rt, *summary.tuned()], metrics))
+    _print_table(
+        f"{out.name}: {seeds} seeds", *main_table([summary.rt, *summary.main_rows()], metrics)
+    )
     if summary.sensitivity():
         _print_table("Gap by η_f (× the run's η_f)", *sensitivity_table(summary.sensitivity()))
+    note = timing_note(list(RecordStore(out / "records")))
+    if note:
+        _console().print(note)
     _console().print(f"wrote {out / 'report.md'} and the records in {out / 'records'}")
 
 
@@ -162,11 +189,13 @@ def _sweep(args: argparse.Namespace) -> int:
         if args.command == "tune":
             raise ValueError(f"tune is for classification configs; use bench --grid for {task}")
         task_sweep = importlib.import_module(f"dualoptim.tasks.{task}.sweep").sweep
-        task_sweep(exp, out, getattr(args, "grid", [1.0]), progress=True)
+        grid = getattr(args, "grid", [1.0])
+        task_sweep(exp, out, grid, progress=True, retry_failed=args.retry_failed)
         TABLES[task](out, list(RecordStore(out / "records")))
         return 0
     grid = getattr(args, "grid", [1.0])
-    sweep(exp, out, grid, absolute=args.command == "tune", progress=True)
+    tune = args.command == "tune"
+    sweep(exp, out, grid, absolute=tune, progress=True, retry_failed=args.retry_failed)
     summary = rebuild_report(out, METRICS, out.name)  # the folder's records, earlier ones too
     _show(summary, out, METRICS)
     if args.command == "tune":
@@ -293,7 +322,7 @@ def _add_vision(subparsers: argparse._SubParsersAction) -> None:
             "overrides",
             nargs="*",
             metavar="key=value",
-            help="override config values, e.g. seeds=[0,1] train.epochs=5",
+            help="override config values, anywhere on the line: seeds=[0,1] train.epochs=5",
         )
         if command in ("unlearn", "bench", "tune"):
             parser.add_argument(
@@ -303,18 +332,24 @@ def _add_vision(subparsers: argparse._SubParsersAction) -> None:
                 help="where records and the report go, a folder per config (default: "
                 "results/<task>); a rerun skips the runs whose records are there",
             )
+            parser.add_argument(
+                "--retry-failed",
+                action="store_true",
+                help="run again the runs recorded as failed (diverged, out of memory); "
+                "a rerun skips them otherwise",
+            )
         if command == "bench":
             parser.add_argument(
                 "--grid",
-                type=float,
+                type=_positive_number,
                 nargs="+",
                 default=[1.0],
-                help="η_f multiples of each run's η_f, e.g. 0.333 1 3 10 (SPEC §3.4)",
+                help="η_f multiples of each run's η_f, e.g. 1/3 1 3 10 (SPEC §3.4)",
             )
         if command == "tune":
             parser.add_argument(
                 "--grid",
-                type=float,
+                type=_positive_number,
                 nargs="+",
                 default=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3],
                 help="the η_f values to try",
@@ -333,12 +368,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``argv`` parsed, with key=value overrides anywhere on the line: argparse gives the
+    ``overrides`` positional only its first run of words and returns the later ones as extras,
+    in order, so they are appended (later overrides still win)."""
+    args, extras = parser.parse_known_args(argv)
+    if extras and hasattr(args, "overrides") and not any(e.startswith("-") for e in extras):
+        args.overrides = [*args.overrides, *extras]
+    elif extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
+def _explain(err: Exception) -> str:
+    """An expected failure in one line. OSErrors raised by the standard library carry the file
+    apart from the message; ours (WriteError, FileNotFoundError("…: no records")) say it all."""
+    if isinstance(err, OSError) and err.filename is not None and not isinstance(err, WriteError):
+        text = f"{err.filename}: {err.strerror}"
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``dualoptim`` console script; returns the exit status."""
+    """Entry point of the ``dualoptim`` console script; returns the exit status.
+
+    Every expected failure (bad config or data, unreadable or unwritable file, full disk,
+    missing extra) ends with one line and status 2, Ctrl-C with one line and status 130;
+    anything else is a bug and keeps its traceback. Earlier results are left as they were."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     try:
         return args.handler(args)
-    except (ConfigError, ValueError, FileNotFoundError, ImportError) as err:
-        # bad input: one clear line, not a traceback (earlier results are left as they were)
-        parser.exit(2, f"dualoptim: error: {err}\n")
+    except KeyboardInterrupt:  # sweeps keep a record per finished run and skip those on a rerun
+        message = "interrupted; rerun the same command to resume (finished runs are kept)"
+        parser.exit(130, f"dualoptim: {message}\n")
+    except (ValueError, ImportError, OSError) as err:  # ConfigError is a ValueError
+        parser.exit(2, f"dualoptim: error: {_explain(err)}\n")

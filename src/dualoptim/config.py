@@ -25,6 +25,7 @@ __all__ = [
     "load_config",
     "merge",
     "parse_overrides",
+    "read_config",
     "require_runs_and_seeds",
     "to_dict",
 ]
@@ -34,19 +35,31 @@ class ConfigError(ValueError):
     """A configuration value is missing, unknown or invalid; the message names the key path."""
 
 
+#: A number literal: 10, 1.5, 1., .5, 1e6, 1.0e6, 1E-4, -2.5E+3, .5e-3, 1_000.5.
+_NUMBER = r"[-+]?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?"
+#: A float literal: a number with a dot or an exponent (so that integers stay ints).
+_FLOAT = re.compile(rf"^(?=.*[.eE]){_NUMBER}$")
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-4`` as a float (YAML 1.1 wants a dot: ``1.0e-4``)."""
+    """SafeLoader that reads every float literal as a float. YAML 1.1 wants a dot and a signed
+    exponent (``1.0e-4``), so plain SafeLoader reads ``1e-4`` and ``1.0e6`` as strings."""
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+.0123456789"))
 
 
 def _load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # safe: _Loader is a SafeLoader
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where (PyYAML's own text spans lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
 
 
 def _join(where: str, key: object) -> str:
@@ -96,6 +109,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and re.fullmatch(_NUMBER, value):  # quoted: "1e-4"
+            return float(value.replace("_", ""))
         raise _wrong(where, "float", value)
     if tp is Path:
         if isinstance(value, str | Path):
@@ -149,7 +164,9 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         try:
             value = _load_yaml(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: invalid YAML value: {exc}") from exc
+            raise ConfigError(
+                f"override {item!r}: invalid YAML value: {_yaml_problem(exc)}"
+            ) from exc
         node = result
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):
@@ -170,20 +187,38 @@ def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, An
     return result
 
 
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The mapping in the YAML file at ``path`` (empty for an empty file); read once, and
+    every way it can be unreadable (missing, binary, not UTF-8, bad YAML, not a mapping) is a
+    ConfigError naming the file."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from exc
+    if b"\0" in raw:
+        raise ConfigError(f"{path}: a binary file, not a YAML config")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start}); "
+            "save the config as UTF-8"
+        ) from exc
+    try:
+        data = _load_yaml(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {_yaml_problem(exc)}") from exc
+    if data is None:  # an empty file: all defaults
+        return {}
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level, got a {kind}")
+    return data
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
     """Read the YAML file at ``path`` (if any), apply ``overrides`` and build a checked ``cls``."""
-    data: Any = {}
-    if path is not None:
-        try:
-            data = _load_yaml(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config file: {exc}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
-        if data is None:  # an empty file: all defaults
-            data = {}
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{path}: expected a mapping at the top level, got {data!r}")
+    data = read_config(path) if path is not None else {}
     return from_dict(cls, merge(data, parse_overrides(overrides)))
 
 

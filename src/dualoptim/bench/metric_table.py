@@ -2,6 +2,10 @@
 have no reference gap: TOFU's forget efficacy / model utility / overall (Table 3), and the
 generation task's FA / FID (Table 2). Reference records (the target before unlearning, the
 retain model) come first, then the runs in method and setting order.
+
+A metric of a group with a failed seed (diverged, out of memory) is not averaged over the
+seeds that finished, which would hide the failure: its cell says what stopped the run and at
+which optimizer step ("diverged at step 12 (1 of 3 seeds)").
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ import io
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from dualoptim.bench.records import failure_text, is_failed
 from dualoptim.bench.tables import record_order
 
 
@@ -29,7 +34,28 @@ class MetricRow:
     seeds: tuple[int, ...]
     mean: dict[str, float]  # NaN where no record of the row has the metric
     std: dict[str, float]  # population std over seeds (ddof 0)
-    seconds: float
+    seconds: float  # NaN when no seed finished
+    failures: dict[str, str] = field(default_factory=dict)  # metric -> what stopped its runs
+
+    def failure(self, metrics: Sequence[str]) -> str:
+        """The row's failures in one text ("" when none): each text once, with the metrics
+        it stopped when it did not stop them all."""
+        by_text: dict[str, list[str]] = defaultdict(list)
+        for name in metrics:
+            if name in self.failures:
+                by_text[self.failures[name]].append(name)
+        return "; ".join(
+            text if len(names) == len(metrics) else f"{text} ({', '.join(names)})"
+            for text, names in by_text.items()
+        )
+
+
+def errors(record: Mapping[str, Any], metrics: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+    """The error that stopped each metric of ``record``: all of a failed run's, or those a
+    table's merged record lists in ``errors`` (e.g. one forgotten class of several)."""
+    if is_failed(record):
+        return dict.fromkeys(metrics, record["error"])
+    return {m: e for m, e in record.get("errors", {}).items() if m in metrics}
 
 
 def metric_rows(
@@ -61,11 +87,18 @@ def metric_rows(
         seeds = [r["seed"] for r in members]
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"{key[0]}: two records of one seed ({seeds}); one per seed")
-        mean, std = {}, {}
+        mean, std, failures = {}, {}, {}
+        stopped = [errors(r, metrics) for r in members]
         for name in metrics:
+            failed = [e[name] for e in stopped if name in e]
+            if failed:
+                failures[name] = failure_text(failed, len(members))
             values = np.array([r["metrics"].get(name, math.nan) for r in members], dtype=float)
-            mean[name] = float(values.mean())
-            std[name] = float(values.std())
+            mean[name] = math.nan if failed else float(values.mean())
+            std[name] = math.nan if failed else float(values.std())
+        seconds = [
+            r["seconds"] for r in members if not is_failed(r) and math.isfinite(r["seconds"])
+        ]
         first = members[0]
         rows.append(
             MetricRow(
@@ -78,13 +111,16 @@ def metric_rows(
                 mean=mean,
                 std=std,
                 # the median: one repeat slowed by a competing process does not move it
-                seconds=float(np.median([r["seconds"] for r in members])),
+                seconds=float(np.median(seconds)) if seconds else math.nan,
+                failures=failures,
             )
         )
     return rows
 
 
 def _cell(row: MetricRow, name: str, digits: int) -> str:
+    if name in row.failures:
+        return row.failures[name]
     if math.isnan(row.mean[name]):
         return "–"
     value = f"{row.mean[name]:.{digits}f}"
@@ -97,28 +133,39 @@ def metric_table(
     labels: Mapping[str, str] | None = None,
     digits: int = 3,
 ) -> tuple[list[str], list[list[str]]]:
-    """(header, cells): mean (± std when several seeds) per metric, median time, seeds."""
+    """(header, cells): mean (± std when several seeds) per metric, median time, seeds. A
+    failure is said once: the next cells it stopped too show "–"."""
     labels = labels or {}
     header = ["model", "η_f", *(labels.get(m, m) for m in metrics), "seconds (median)", "seeds"]
-    cells = [
-        [
-            row.group,
-            "" if row.forget_lr is None else f"{row.forget_lr:.3g}",
-            *(_cell(row, m, digits) for m in metrics),
-            f"{row.seconds:.0f}",
-            str(len(row.seeds)),
-        ]
-        for row in rows
-    ]
+    cells = []
+    for row in rows:
+        values = [_cell(row, m, digits) for m in metrics]
+        for i in range(len(values) - 1, 0, -1):
+            if metrics[i] in row.failures and values[i] == values[i - 1]:
+                values[i] = "–"
+        cells.append(
+            [
+                row.group,
+                "" if row.forget_lr is None else f"{row.forget_lr:.3g}",
+                *values,
+                "–" if math.isnan(row.seconds) else f"{row.seconds:.0f}",
+                str(len(row.seeds)),
+            ]
+        )
     return header, cells
 
 
 def metric_csv(rows: Sequence[MetricRow], metrics: Sequence[str]) -> str:
-    """The rows as numbers, for spreadsheets and scripts."""
+    """The rows as numbers, for spreadsheets and scripts; when runs failed, a last column
+    ``failed`` says what stopped them (their numbers are empty: nan)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     stats = [f"{m}_{s}" for m in metrics for s in ("mean", "std")]
-    writer.writerow(["group", "kind", "method", "setting", "forget_lr", "seeds", *stats, "seconds"])
+    failed = any(row.failures for row in rows)
+    writer.writerow(
+        ["group", "kind", "method", "setting", "forget_lr", "seeds", *stats, "seconds"]
+        + ["failed"] * failed
+    )
     for row in rows:
         writer.writerow(
             [
@@ -131,5 +178,6 @@ def metric_csv(rows: Sequence[MetricRow], metrics: Sequence[str]) -> str:
                 *(f"{getattr(row, s)[m]:.6g}" for m in metrics for s in ("mean", "std")),
                 f"{row.seconds:.6g}",
             ]
+            + [row.failure(metrics)] * failed
         )
     return out.getvalue()

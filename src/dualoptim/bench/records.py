@@ -1,7 +1,9 @@
-"""One JSON record per finished run: what ran, on what, and what it measured.
+"""One JSON record per run: what ran, on what, and what it measured, or how it failed.
 
 Tables and plots are built from records alone, so a report can be rebuilt without running
 anything, and a sweep that stops midway skips the runs whose records exist when restarted.
+A run that diverged or ran out of memory is a record too (``status: "failed"``, with its
+``error``): a NaN at ×10 η_f is a result, and a rerun does not repeat it unless asked.
 """
 
 from __future__ import annotations
@@ -12,15 +14,25 @@ import json
 import os
 import platform
 import subprocess
-from collections.abc import Iterator, Mapping
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from dualoptim.io import write_json
+from dualoptim.io import finite_or_none, write_json
 
 SCHEMA = 1
+#: What every record holds (records of before ``status`` existed have none: finished runs).
+KEYS = (
+    "id", "task", "kind", "group", "method", "setting", "lr_scale", "forget_lr", "seed",
+    "metrics", "curves", "seconds", "config", "environment",
+)  # fmt: skip
+ERROR_KEYS = ("type", "message", "step")
+#: The exception types of a run that ran out of memory (CPU, then CUDA/MPS).
+OUT_OF_MEMORY = ("MemoryError", "OutOfMemoryError")
 PACKAGES = ("dualoptim", "torch", "numpy", "accelerate", "scikit-learn", "safetensors")
 
 
@@ -86,8 +98,12 @@ def make_record(
     curves: Mapping[str, Any] | None = None,
     task: str = "vision",
     extra: Mapping[str, Any] | None = None,
+    data_fingerprint: str | None = None,
+    failure: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A record; ``extra`` holds what a task reports beyond numbers (e.g. sample texts)."""
+    """A record; ``extra`` holds what a task reports beyond numbers (e.g. sample texts),
+    ``data_fingerprint`` the content hash of the data it was made on (``io.fingerprint``);
+    ``failure`` ({type, message, step}) makes it the record of a failed run."""
     if kind not in ("run", "reference"):
         raise ValueError(f"record kind must be 'run' or 'reference', got {kind!r}")
     return {
@@ -95,6 +111,8 @@ def make_record(
         "id": id,
         "task": task,
         "kind": kind,
+        "status": "failed" if failure else "finished",
+        **({"error": {k: failure[k] for k in ERROR_KEYS}} if failure else {}),
         "group": group,
         "method": method,
         "setting": setting,
@@ -105,10 +123,54 @@ def make_record(
         "curves": dict(curves or {}),
         "seconds": seconds,
         "config": dict(config),
+        "data": data_fingerprint,
         "environment": environment(),
         "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         **({"extra": dict(extra)} if extra else {}),
     }
+
+
+def is_failed(record: Mapping[str, Any]) -> bool:
+    """Whether ``record`` is of a failed run (records without a status are finished)."""
+    return record.get("status", "finished") == "failed"
+
+
+def failure_text(errors: Sequence[Mapping[str, Any]], total: int) -> str:
+    """What stopped the runs of ``errors`` (records' ``error``), of ``total`` seeds: "diverged
+    at step 12", "diverged at steps 3, 7 (2 of 5 seeds)", "out of memory (1 of 3 seeds)"."""
+    types = {e["type"] for e in errors}
+    if types == {"RunDivergedError"}:
+        word = "diverged"
+    elif types <= set(OUT_OF_MEMORY):
+        word = "out of memory"
+    else:
+        word = "failed"
+    steps = sorted({e["step"] for e in errors if e["step"] is not None})
+    at = f" at step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))}" if steps else ""
+    return word + at + (f" ({len(errors)} of {total} seeds)" if total > 1 else "")
+
+
+class RecordError(ValueError):
+    """A record or a records folder that cannot be used: the message names the file."""
+
+
+class RecordWriteError(RecordError):
+    """A computed record that could not be written where it belongs; the message says where
+    it was kept instead, so no result is lost to a full disk."""
+
+
+def keep_elsewhere(record: Mapping[str, Any]) -> str:
+    """Put ``record`` where it can be recovered from when its folder cannot take it: a
+    temporary file, else the whole JSON on stderr. Returns where it went."""
+    text = json.dumps(finite_or_none(record), indent=1, allow_nan=False) + "\n"
+    try:
+        fd, name = tempfile.mkstemp(prefix=f"dualoptim-record-{record['id']}-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        return name
+    except OSError:
+        print(text, file=sys.stderr)
+        return "stderr (printed in full above)"
 
 
 class RecordStore:
@@ -116,6 +178,21 @@ class RecordStore:
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
+
+    def check_writable(self) -> None:
+        """Refuse, before anything runs, a folder that cannot take records (a file in the
+        way, no permission): a run's result must have somewhere to go."""
+        if self.directory.exists() and not self.directory.is_dir():
+            raise RecordError(f"{self.directory} is a file, not a folder of records; move it")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.directory):
+                pass
+        except OSError as err:
+            raise RecordError(
+                f"{self.directory}: cannot write records there ({err.strerror or err}); "
+                "choose another folder or fix its permissions"
+            ) from err
 
     def path(self, id: str) -> Path:
         return self.directory / f"{id}.json"
@@ -136,12 +213,38 @@ class RecordStore:
 
 
 def _read(path: Path) -> dict[str, Any]:
+    """The record in ``path``, checked to hold what tables read, so a damaged or foreign file
+    is named here rather than failing later as a KeyError in a table."""
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(
-            f"{path}: not a readable record ({err}); delete it to redo the run"
-        ) from err
+        raise RecordError(f"{path}: not a readable record ({err}); {_REDO}") from err
     if not isinstance(record, dict) or record.get("schema") != SCHEMA:
-        raise ValueError(f"{path}: not a schema-{SCHEMA} record; delete it to redo the run")
+        raise RecordError(f"{path}: not a schema-{SCHEMA} record; {_REDO}")
+    if problem := _problem(record, path.stem):
+        raise RecordError(f"{path}: {problem}; {_REDO}")
     return record
+
+
+_REDO = "delete it to redo the run"
+
+
+def _problem(record: Mapping[str, Any], stem: str) -> str | None:
+    """What makes ``record`` (of file ``stem``.json) unusable, None when nothing does."""
+    missing = [k for k in KEYS if k not in record]
+    if missing:
+        return f"a record without {', '.join(missing)}"
+    if record["id"] != stem:
+        return f"holds the record {record['id']!r}, but a record's file is named by its id"
+    if record["kind"] not in ("run", "reference"):
+        return f"a record of kind {record['kind']!r} (not 'run' or 'reference')"
+    for key in ("metrics", "curves", "config"):
+        if not isinstance(record[key], dict):
+            return f"a record whose {key} is not an object"
+    status = record.get("status", "finished")
+    if status not in ("finished", "failed") or (status == "failed" and record["kind"] != "run"):
+        return f"a {record['kind']} record of status {status!r}"
+    error = record.get("error")
+    if status == "failed" and not (isinstance(error, dict) and set(ERROR_KEYS) <= set(error)):
+        return f"a failed run's record without its error ({', '.join(ERROR_KEYS)})"
+    return None

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from dualoptim.bench.plots import plot_curves, plot_grad_norms, plot_sensitivity
-from dualoptim.bench.records import RecordStore
+from dualoptim.bench.records import RecordStore, is_failed
 from dualoptim.bench.tables import (
     Summary,
     main_table,
@@ -23,7 +23,11 @@ from dualoptim.bench.tables import (
     sensitivity_table,
     summarize,
 )
+from dualoptim.config import from_dict
 from dualoptim.io import atomic_write, write_json
+
+#: RT's training times across seeds (max / min) above which timings are called noisy.
+NOISY_TIMING = 1.5
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -42,17 +46,26 @@ def _recipe(records: Sequence[Mapping[str, Any]]) -> str:
     shared["seeds"] = sorted({r["seed"] for r in records})
     runs = sorted(
         {
-            yaml.safe_dump(
-                {k: v for k, v in r["config"]["runs"][0].items() if k != "forget_lr"},
-                default_flow_style=True,
-                width=200,
-            ).strip()
+            yaml.safe_dump(_run_options(r), default_flow_style=True, width=200).strip()
             for r in records
             if r["kind"] == "run"
         }
     )
     text = yaml.safe_dump(shared, sort_keys=False, default_flow_style=None, width=100)
     return text + "runs (η_f: see the tables):\n" + "".join(f"  - {r}\n" for r in runs)
+
+
+def _run_options(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's options as its record states them, without η_f (the tables give it); for
+    classification only those its method and setting read (``UnlearnSpec.used_options``),
+    so an SFR-on run shows its iterations and no epochs."""
+    options = {k: v for k, v in record["config"]["runs"][0].items() if k != "forget_lr"}
+    if record.get("task", "vision") != "vision":
+        return options
+    from dualoptim.tasks.vision.experiment import UnlearnSpec
+
+    used = from_dict(UnlearnSpec, record["config"]["runs"][0]).used_options()
+    return {k: v for k, v in options.items() if k in used}
 
 
 def _provenance(records: Iterable[Mapping[str, Any]]) -> str:
@@ -70,13 +83,25 @@ def _provenance(records: Iterable[Mapping[str, Any]]) -> str:
     return f"Machine: {'; '.join(sorted(machines))}. Commit: {', '.join(sorted(commits))}.\n"
 
 
+def timing_note(records: Iterable[Mapping[str, Any]]) -> str | None:
+    """A warning when RT's training times across seeds differ by more than NOISY_TIMING×:
+    the machine was loaded while timing, so time / RT compares load, not methods."""
+    rt = [r["seconds"] for r in records if r["kind"] == "reference" and not is_failed(r)]
+    if len(rt) < 2 or max(rt) <= NOISY_TIMING * min(rt):
+        return None
+    return (
+        f"timings noisy: RT took {min(rt):.0f}–{max(rt):.0f} s across seeds; "
+        "time / RT not comparable"
+    )
+
+
 def write_report(
     records: Sequence[Mapping[str, Any]], out_dir: Path, metrics: Sequence[str], title: str
 ) -> Summary:
     """Every table and plot of ``records`` into ``out_dir``; returns the summary."""
     summary = summarize(records, metrics)
     tuned = summary.tuned()
-    header, cells = main_table([summary.rt, *tuned], metrics)
+    header, cells = main_table([summary.rt, *summary.main_rows()], metrics)
     parts = [
         f"# {title}\n\n",
         "Per method and setting at its best η_f of the sweep (lowest Gap, SPEC §1.3, "
@@ -84,6 +109,16 @@ def write_report(
         "`time / RT`: unlearning wall time over RT's training time.\n\n",
         markdown(header, cells),
     ]
+    note = timing_note(records)
+    if note:
+        parts.append(f"\n**{note}.**\n")
+    if any(row.failure for row in summary.rows):
+        parts.append(
+            "\nRuns failed (diverged: a non-finite loss; or out of memory). A method at an η_f "
+            "where a seed failed has no numbers there, since a mean over the seeds that finished "
+            "would hide the failure, and tuning passes that η_f over; a method failed at every "
+            "η_f shows what stopped it.\n"
+        )
     sensitivity = summary.sensitivity()
     if sensitivity:
         s_header, s_cells = sensitivity_table(sensitivity)
@@ -94,7 +129,11 @@ def write_report(
             "\n![Gap vs η_f](sensitivity.png)\n",
         ]
         _write_text(out_dir / "sensitivity.csv", rows_csv(summary.rows, metrics))
-        plot_sensitivity(sensitivity, out_dir / "sensitivity.png")
+        numbers = {  # a scale where the run failed is a hole in its line
+            g: {s: None if isinstance(v, str) else v for s, v in by.items()}
+            for g, by in sensitivity.items()
+        }
+        plot_sensitivity(numbers, out_dir / "sensitivity.png")
     chosen = {(row.group, row.lr_scale) for row in tuned}
     shown = [
         r for r in records if r["kind"] == "reference" or (r["group"], r["lr_scale"]) in chosen
@@ -110,7 +149,7 @@ def write_report(
         "\n" + _provenance(records),
     ]
     _write_text(out_dir / "report.md", "".join(parts))
-    _write_text(out_dir / "table.csv", rows_csv([summary.rt, *tuned], metrics))
+    _write_text(out_dir / "table.csv", rows_csv([summary.rt, *summary.main_rows()], metrics))
     write_json(
         out_dir / "summary.json",
         {
@@ -135,7 +174,7 @@ def write_text_report(
     """report.md (title, a task's tables, gradient norms, its appendix, the recipe and the
     provenance) and table.csv, for tasks whose tables are plain metrics."""
     parts = [f"# {title}\n\n", body]
-    runs = [r for r in records if r["kind"] == "run"]
+    runs = [r for r in records if r["kind"] == "run" and not is_failed(r)]  # no failed: no curves
     for scale in sorted({r["lr_scale"] for r in runs}):  # a figure per η_f multiple
         shown = [r for r in runs if r["lr_scale"] == scale]
         if _has_curves(shown, "grad_norm/"):

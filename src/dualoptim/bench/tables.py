@@ -2,19 +2,27 @@
 
 A run is identified by its group ("method (setting)") and η_f scale; its seeds are compared
 with the reference (RT) records of the same seeds, that is, the same forget sets.
+
+A group at a scale where a seed failed (diverged, out of memory) gets no numbers: a mean over
+the seeds that survived would hide the failure and flatter the run. Its cells say what
+stopped it ("diverged at step 12 (2 of 5 seeds)"), tuning passes it over, and the
+sensitivity table shows the failure at that scale.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dualoptim.bench.records import failure_text, is_failed
 from dualoptim.bench.stats import gap_and_std
 from dualoptim.optim.settings import SETTINGS
 
@@ -30,10 +38,11 @@ class Row:
     forget_lr: float | None
     seeds: tuple[int, ...]
     metrics: dict[str, dict[str, float]]  # {metric: {"mean", "std", "gap"}}
-    gap: float
+    gap: float  # NaN, as every number of the row, when a seed failed
     std: float
     seconds: float
     time_vs_rt: float
+    failure: str | None = None  # what stopped its failed seeds, None when all finished
 
 
 @dataclass(frozen=True)
@@ -50,18 +59,31 @@ class Summary:
         return [row for row in self.rows if len(row.seeds) == most[row.group]]
 
     def tuned(self) -> list[Row]:
-        """Per group, the complete row of the η_f scale with the lowest Gap (SPEC §1.3)."""
+        """Per group, the complete row of the η_f scale with the lowest Gap (SPEC §1.3); a
+        scale where a seed failed takes no part."""
         best: dict[str, Row] = {}
         for row in self.complete():
-            if row.group not in best or row.gap < best[row.group].gap:
+            if row.failure is None and (row.group not in best or row.gap < best[row.group].gap):
                 best[row.group] = row
         return list(best.values())
 
-    def sensitivity(self) -> dict[str, dict[float, float]]:
-        """Gap by η_f scale for each group run (completely) at more than one scale."""
-        gaps: dict[str, dict[float, float]] = defaultdict(dict)
+    def main_rows(self) -> list[Row]:
+        """The main table: each group's tuned row, or, for a group failed at every scale, its
+        failure at the scale nearest its configured η_f (a group is never left out)."""
+        tuned = {row.group: row for row in self.tuned()}
+        failed: dict[str, Row] = {}
         for row in self.complete():
-            gaps[row.group][row.lr_scale] = row.gap
+            distance = abs(math.log(row.lr_scale))
+            if row.group not in failed or distance < abs(math.log(failed[row.group].lr_scale)):
+                failed[row.group] = row
+        return [tuned.get(group) or failed[group] for group in failed]
+
+    def sensitivity(self) -> dict[str, dict[float, float | str]]:
+        """Gap by η_f scale for each group run (completely) at more than one scale; at a
+        scale where a seed failed, what stopped it."""
+        gaps: dict[str, dict[float, float | str]] = defaultdict(dict)
+        for row in self.complete():
+            gaps[row.group][row.lr_scale] = row.gap if row.failure is None else row.failure
         return {g: dict(sorted(by.items())) for g, by in gaps.items() if len(by) > 1}
 
 
@@ -103,21 +125,35 @@ def summarize(records: Iterable[Mapping[str, Any]], metrics: Sequence[str]) -> S
     return Summary(rt, tuple(rows))
 
 
-def check_one_experiment(references: Sequence[Mapping[str, Any]]) -> None:
-    """Refuse records of different experiments (data, model, training) in one table: their
-    runs would be compared with the wrong RT."""
-    shared = [
-        {k: v for k, v in r["config"].items() if k not in ("runs", "seeds", "cache_dir")}
-        for r in references
-    ]
+def experiment(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What records of one experiment share (data, model, training): a record's config
+    without its runs, seeds and cache folder."""
+    return {k: v for k, v in config.items() if k not in ("runs", "seeds", "cache_dir")}
+
+
+def check_one_experiment(
+    references: Sequence[Mapping[str, Any]], folder: Path | None = None
+) -> None:
+    """Refuse records of different experiments (data, model, training) in one table, or of
+    the same config on other data (another data fingerprint): their runs would be compared
+    with the wrong RT. ``folder``: the output folder the records come from."""
+    shared = [experiment(r["config"]) for r in references]
     for record, config in zip(references[1:], shared[1:], strict=True):
         if config != shared[0]:
             keys = sorted(
                 k for k in config.keys() | shared[0].keys() if config.get(k) != shared[0].get(k)
             )
             raise ValueError(
-                f"records of different experiments in one report (they differ in {keys}, "
-                f"seed {record['seed']}); give each experiment its own output folder"
+                f"{f'{folder} holds ' if folder is not None else ''}records of different "
+                f"experiments in one report (they differ in {keys}, seed {record['seed']}); "
+                "give each experiment its own output folder"
+            )
+        if record.get("data") != references[0].get("data"):
+            where = f"{folder} holds records" if folder is not None else "records"
+            raise ValueError(
+                f"{where} made on other data (data fingerprint {references[0].get('data')}, "
+                f"not {record.get('data')}): the data changed since they were made; use "
+                "another --out for this data"
             )
 
 
@@ -128,11 +164,15 @@ def _row(
     metrics: Sequence[str],
     rt_seconds: float,
 ) -> Row:
-    gap, std, per_metric = gap_and_std(
-        [r["metrics"] for r in runs], [r["metrics"] for r in reference], metrics
-    )
-    seconds = float(np.mean([r["seconds"] for r in runs]))
     first = runs[0]
+    failed = [r["error"] for r in runs if is_failed(r)]
+    if failed:  # no numbers from the survivors: a mean over them would hide the failure
+        gap, std, per_metric, seconds = math.nan, math.nan, {}, math.nan
+    else:
+        gap, std, per_metric = gap_and_std(
+            [r["metrics"] for r in runs], [r["metrics"] for r in reference], metrics
+        )
+        seconds = float(np.mean([r["seconds"] for r in runs]))
     return Row(
         group=group,
         method=first.get("method"),
@@ -145,6 +185,7 @@ def _row(
         std=std,
         seconds=seconds,
         time_vs_rt=seconds / rt_seconds,
+        failure=failure_text(failed, len(runs)) if failed else None,
     )
 
 
@@ -153,6 +194,11 @@ def main_table(rows: Sequence[Row], metrics: Sequence[str]) -> tuple[list[str], 
     header = ["method", "η_f", *metrics, "Gap ↓", "Std ↓", "time / RT", "seeds"]
     cells = []
     for row in rows:
+        if row.failure is not None:  # said once, in the first metric's column
+            blank = ["–"] * (len(metrics) + 2)
+            eta = "" if row.forget_lr is None else f"{row.forget_lr:.3g}"
+            cells.append([row.group, eta, row.failure, *blank, str(len(row.seeds))])
+            continue
         cells.append(
             [
                 row.group,
@@ -171,23 +217,30 @@ def main_table(rows: Sequence[Row], metrics: Sequence[str]) -> tuple[list[str], 
 
 
 def sensitivity_table(
-    gaps: Mapping[str, Mapping[float, float]],
+    gaps: Mapping[str, Mapping[float, float | str]],
 ) -> tuple[list[str], list[list[str]]]:
-    """(header, cells): Gap at each η_f scale, then its spread (max − min) and population std."""
+    """(header, cells): Gap at each η_f scale (or what stopped the run there), then its
+    spread (max − min) and population std; none for a group failed at some scale: a failure
+    is no number to take a spread of."""
     scales = sorted({s for by in gaps.values() for s in by})
     header = ["method", *(f"η_f ×{s:.3g}" for s in scales), "spread ↓", "std ↓"]
     cells = []
     for group, by in gaps.items():
-        values = np.array(list(by.values()))
-        cells.append(
-            [
-                group,
-                *(f"{by[s]:.2f}" if s in by else "" for s in scales),
-                f"{values.max() - values.min():.2f}",
-                f"{values.std():.2f}",
-            ]
-        )
+        shown = [_gap_cell(by.get(s)) for s in scales]
+        if any(isinstance(v, str) for v in by.values()):
+            spread = ["–", "–"]
+        else:
+            values = np.array(list(by.values()))
+            spread = [f"{values.max() - values.min():.2f}", f"{values.std():.2f}"]
+        cells.append([group, *shown, *spread])
     return header, cells
+
+
+def _gap_cell(gap: float | str | None) -> str:
+    """A sensitivity cell: the Gap, what stopped the run at that scale, or "" (not run)."""
+    if gap is None or isinstance(gap, str):
+        return gap or ""
+    return f"{gap:.2f}"
 
 
 def markdown(header: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
@@ -197,10 +250,12 @@ def markdown(header: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
 
 
 def rows_csv(rows: Sequence[Row], metrics: Sequence[str]) -> str:
-    """The rows as numbers, one column per statistic, for spreadsheets and scripts."""
+    """The rows as numbers, one column per statistic, for spreadsheets and scripts; when
+    runs failed, a last column ``failed`` says what stopped them (their numbers are empty)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     stats = [f"{k}_{s}" for k in metrics for s in ("mean", "std", "gap")]
+    failed = any(row.failure is not None for row in rows)
     writer.writerow(
         [
             "group",
@@ -215,8 +270,15 @@ def rows_csv(rows: Sequence[Row], metrics: Sequence[str]) -> str:
             "seconds",
             "time_vs_rt",
         ]
+        + ["failed"] * failed
     )
     for row in rows:
+        numbers = [""] * (len(stats) + 4)  # a failed row has none
+        if row.failure is None:
+            numbers = [
+                *(f"{row.metrics[k][s]:.6g}" for k in metrics for s in ("mean", "std", "gap")),
+                *(f"{v:.6g}" for v in (row.gap, row.std, row.seconds, row.time_vs_rt)),
+            ]
         writer.writerow(
             [
                 row.group,
@@ -225,11 +287,8 @@ def rows_csv(rows: Sequence[Row], metrics: Sequence[str]) -> str:
                 "" if row.lr_scale is None else row.lr_scale,
                 "" if row.forget_lr is None else row.forget_lr,
                 " ".join(map(str, row.seeds)),
-                *(f"{row.metrics[k][s]:.6g}" for k in metrics for s in ("mean", "std", "gap")),
-                f"{row.gap:.6g}",
-                f"{row.std:.6g}",
-                f"{row.seconds:.6g}",
-                f"{row.time_vs_rt:.6g}",
+                *numbers,
             ]
+            + [row.failure or ""] * failed
         )
     return out.getvalue()

@@ -12,9 +12,10 @@ Both wrap ordinary torch optimizers ("inner" optimizers) over the same parameter
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from torch import Tensor
 from torch.optim import Optimizer
 
 from dualoptim.optim.inner import OptimizerSpec
@@ -23,6 +24,7 @@ from dualoptim.optim.objective import (
     RESERVED_GROUP_KEYS,
     Objective,
     ObjectiveOptimizer,
+    check_state_layout,
 )
 
 SpecLike = OptimizerSpec | functools.partial | dict
@@ -81,21 +83,38 @@ class _InnerBacked(ObjectiveOptimizer):
         unique: dict[int, Optimizer] = {id(opt): opt for opt in self._inner.values()}
         return list(unique.values())
 
+    def kind(self) -> dict[str, Any]:
+        return {**super().kind(), **{o: type(opt).__name__ for o, opt in self._inner.items()}}
+
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
         sd["inner"] = [opt.state_dict() for opt in self._distinct_inner()]
         return sd
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+    def check_state_dict(self, state_dict: Any) -> None:
+        """Also check each inner optimizer's state against the state it creates itself."""
+        super().check_state_dict(state_dict)
         inner_states = state_dict.get("inner")
         distinct = self._distinct_inner()
-        if inner_states is None or len(inner_states) != len(distinct):
+        if not isinstance(inner_states, list) or len(inner_states) != len(distinct):
             raise ValueError(
-                f"state dict is not from a {type(self).__name__}: expected "
-                f"{len(distinct)} inner optimizer state(s)"
+                f"{type(self).__name__}.load_state_dict: the state dict needs "
+                f"{len(distinct)} inner optimizer state(s) under 'inner'"
             )
-        super().load_state_dict(state_dict)
         for opt, sd in zip(distinct, inner_states, strict=True):
+            objectives = [o for o, inner in self._inner.items() if inner is opt]
+            check_state_layout(
+                sd,
+                opt.param_groups,
+                _probed_states(opt, self._specs[objectives[0]]),
+                f"{type(self).__name__}.load_state_dict: inner {'/'.join(objectives)} "
+                f"optimizer {type(opt).__name__}",
+                exact_dtype=False,  # torch's loader casts float states to the parameter's dtype
+            )
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        super().load_state_dict(state_dict)  # checks everything, the inner states included
+        for opt, sd in zip(self._distinct_inner(), state_dict["inner"], strict=True):
             opt.load_state_dict(sd)
 
 
@@ -155,6 +174,21 @@ class SharedOptimizer(_InnerBacked):
         spec = OptimizerSpec.parse(optimizer)
         groups = _with_default_lrs(params, forget_lr, retain_lr)
         super().__init__(groups, {"forget": spec, "retain": spec}, lr)
+
+
+def _probed_states(opt: Optimizer, spec: OptimizerSpec) -> Callable[[Tensor, int], dict]:
+    """What ``opt`` (built from ``spec``) saves per parameter, probed once per group and
+    parameter shape (:meth:`OptimizerSpec.saved_state`)."""
+    probed: dict[tuple, dict[str, Any]] = {}
+
+    def expected(param: Tensor, group: int) -> dict[str, Any]:
+        key = (group, param.shape, param.dtype, param.device)
+        if key not in probed:
+            options = {k: v for k, v in opt.param_groups[group].items() if k != "params"}
+            probed[key] = spec.saved_state(param, options)
+        return probed[key]
+
+    return expected
 
 
 def _with_default_lrs(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import Tensor
 from torch.optim import Optimizer
 
 #: Optimizer names accepted in configs. 8-bit ones come from bitsandbytes (an extra).
@@ -109,3 +110,14 @@ class OptimizerSpec:
             except (RuntimeError, ValueError):
                 pass  # device or dtype without a fused kernel: torch's default below
         return klass(param_groups, **kwargs)
+
+    def saved_state(self, param: Tensor, options: dict[str, Any]) -> dict[str, Any]:
+        """The per-parameter entry that this optimizer, with group ``options``, saves in its
+        ``state_dict()`` for a parameter like ``param``: found by one step on a zero-gradient
+        copy, since layouts vary by class (bitsandbytes keeps block-wise codes, absmax and code
+        tables, nested in their own entry)."""
+        copy = torch.nn.Parameter(torch.zeros_like(param))
+        copy.grad = torch.zeros_like(param)
+        probe = self.build([{**options, "params": [copy]}])
+        probe.step()
+        return probe.state_dict()["state"].get(0, {})

@@ -89,20 +89,31 @@ class DualOptimPlus(ObjectiveOptimizer):
         _validate_group(self.param_groups[-1])
 
     # ------------------------------------------------------------------ state
-    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
-        state = self.state[p]
-        state.update({"step": 0, "forget_step": 0, "retain_step": 0})
-        quantized = group["state_bits"] == 8 and p.numel() >= group["min_8bit_size"]
+    def kind(self) -> dict[str, Any]:
+        return {**super().kind(), "state_bits": [g["state_bits"] for g in self.param_groups]}
+
+    def _expected_state(self, param: Tensor, group: int) -> dict[str, Any]:
+        """Counters t, s_f, s_r and the six moments: flat fp32, or block-wise 8-bit codes
+        (whole blocks) with one absmax per block, on the meta device (shapes only)."""
+        g = self.param_groups[group]
+        state: dict[str, Any] = {"step": 0, "forget_step": 0, "retain_step": 0}
+        n, quantized = param.numel(), g["state_bits"] == 8 and param.numel() >= g["min_8bit_size"]
         for key in _STATE_KEYS:
             if quantized:
-                state[key] = torch.zeros(
-                    num_blocks(p.numel()) * BLOCK, dtype=torch.uint8, device=p.device
-                )
-                state[key + "_absmax"] = torch.zeros(
-                    num_blocks(p.numel()), dtype=torch.float32, device=p.device
+                state[key] = torch.empty(num_blocks(n) * BLOCK, dtype=torch.uint8, device="meta")
+                state[key + "_absmax"] = torch.empty(
+                    num_blocks(n), dtype=torch.float32, device="meta"
                 )
             else:
-                state[key] = torch.zeros(p.numel(), dtype=torch.float32, device=p.device)
+                state[key] = torch.empty(n, dtype=torch.float32, device="meta")
+        return state
+
+    def _init_state(self, p: Tensor, group: int) -> dict[str, Any]:
+        state = self.state[p]
+        for key, value in self._expected_state(p, group).items():
+            state[key] = (
+                torch.zeros_like(value, device=p.device) if isinstance(value, Tensor) else value
+            )
         return state
 
     @staticmethod
@@ -151,13 +162,13 @@ class DualOptimPlus(ObjectiveOptimizer):
     def _step_objective(self, objective: Objective) -> None:
         objective = check_objective(objective)
         coef_cache: dict[tuple, Tensor] = {}
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError("DualOptimPlus does not support sparse gradients")
-                state = self.state[p] if "step" in self.state[p] else self._init_state(p, group)
+                state = self.state[p] if "step" in self.state[p] else self._init_state(p, index)
                 state["step"] += 1
                 state[f"{objective}_step"] += 1
                 values = self._coef(group, objective, state)

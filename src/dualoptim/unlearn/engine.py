@@ -7,14 +7,16 @@ accelerate, so that every micro-batch of an optimizer step is of one kind and ev
 is in the same phase at every step: phases are whole optimizer steps by construction.
 
 Checkpoints hold the model, the optimizer (both objectives' states), the LR scheduler, the
-batch streams' positions, the RNG states and the curves so far, in one file written
-atomically and loaded with ``weights_only=True``. A resumed run ends bit-identical to an
-uninterrupted one (tests/test_engine.py).
+batch streams' positions, the RNG states, the curves so far and the world size, in one file
+written atomically and loaded with ``weights_only=True``. Everything in it is checked before
+anything is restored. A resumed run ends bit-identical to an uninterrupted one
+(tests/test_engine.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -31,12 +33,22 @@ from tqdm.auto import tqdm
 
 from dualoptim.io import atomic_write
 from dualoptim.optim import Objective, ObjectiveOptimizer
+from dualoptim.unlearn.errors import RunDivergedError
 from dualoptim.unlearn.method import Method, RunState, Source
 from dualoptim.unlearn.schedule import Schedule, lr_factor
 from dualoptim.unlearn.stream import BatchStream
 
 CHECKPOINT_FILE = "checkpoint.pt"
-_CHECKPOINT_FORMAT = 1
+#: 2: records the world size, and the optimizer state names its optimizer type.
+_CHECKPOINT_FORMAT = 2
+_CHECKPOINT_KEYS = frozenset(
+    (
+        *("world_size", "model", "optimizer", "scheduler", "streams", "position", "step"),
+        *("steps", "curves", "extras_seconds", "rng"),
+    )
+)
+
+log = logging.getLogger(__name__)
 
 Evaluate = Callable[[nn.Module, RunState], Mapping[str, float]]
 
@@ -66,6 +78,10 @@ class EngineConfig:
     eval_every: int = 0
     record_grad_norms: bool = False
     progress: bool = True
+    #: Resume a checkpoint written by another number of processes. Off by default: the batch
+    #: streams are sharded per process (and sharded optimizer states will be), so the resumed
+    #: run would differ from the one that was interrupted.
+    allow_world_size_change: bool = False
 
     def __post_init__(self) -> None:
         if self.accumulation < 1:
@@ -132,6 +148,21 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 
 def _as_tuple(value: Any) -> Any:
     return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def _model_mismatch(saved: Any, current: Mapping[str, Tensor]) -> str | None:
+    """How a saved model state dict differs from the model's (None when it fits)."""
+    if not isinstance(saved, dict):
+        return f"the model entry is a {type(saved).__name__}"
+    missing, unexpected = current.keys() - saved.keys(), saved.keys() - current.keys()
+    if missing or unexpected:
+        return f"missing keys {sorted(missing)}, unexpected keys {sorted(unexpected)}"
+    for key, value in current.items():
+        other = saved[key]
+        if not isinstance(other, Tensor) or other.shape != value.shape:
+            shape = tuple(other.shape) if isinstance(other, Tensor) else type(other).__name__
+            return f"{key!r} is {shape} in the checkpoint, {tuple(value.shape)} in the model"
+    return None
 
 
 def _check_accelerator(accelerator: Accelerator) -> None:
@@ -219,24 +250,27 @@ class Engine:
             "curves": {k: [list(p) for p in v] for k, v in self.result.curves.items()},
             "extras_seconds": self.result.seconds,
             "rng": _rng_state(),
+            "world_size": self.accelerator.num_processes,
         }
         atomic_write(self.checkpoint_path, lambda f: torch.save(state, f))
 
     def load_checkpoint(self) -> bool:
-        """Resume from the checkpoint if there is one; returns whether it did."""
+        """Resume from the checkpoint if there is one; returns whether it did.
+
+        Checks everything first (format, world size, model, optimizer, streams) and restores
+        only a checkpoint that passes; every refusal names the file and says what to do.
+        """
         path = self.checkpoint_path
         if path is None or not path.exists():
             return False
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
-            raise ValueError(f"checkpoint {path} is unreadable or corrupt: {err}") from err
-        if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not a dualoptim engine checkpoint")
-        try:
-            self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
-        except RuntimeError as err:
-            raise ValueError(f"checkpoint {path} is of another model: {err}") from err
+            raise ValueError(
+                f"checkpoint {path} is unreadable or corrupt: {err}; delete it to start over"
+            ) from err
+        self._check_checkpoint(path, state)
+        self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         for name, stream_state in state["streams"].items():
@@ -250,6 +284,49 @@ class Engine:
         _set_rng_state(state["rng"])
         return True
 
+    def _check_checkpoint(self, path: Path, state: Any) -> None:
+        """Raise a ValueError naming ``path`` unless the checkpoint can resume this run."""
+        start_over = f"delete {path.parent} to start the run over"
+        version = state.get("format") if isinstance(state, dict) else None
+        if isinstance(version, int) and version < _CHECKPOINT_FORMAT:
+            raise ValueError(
+                f"checkpoint {path} was written by an older dualoptim (format {version}, which "
+                f"recorded neither the world size nor the optimizer type); {start_over}"
+            )
+        if version != _CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not a dualoptim engine checkpoint; {start_over}")
+        missing = _CHECKPOINT_KEYS - state.keys()
+        if missing:
+            raise ValueError(f"checkpoint {path} is incomplete: no {sorted(missing)}; {start_over}")
+        saved_world, world = state["world_size"], self.accelerator.num_processes
+        if saved_world != world:
+            if not self.cfg.allow_world_size_change:
+                raise ValueError(
+                    f"checkpoint {path} was written by {saved_world} process(es), this run has "
+                    f"{world}: the batch streams are sharded per process, so the resumed run "
+                    f"would differ. Resume with {saved_world} process(es), set "
+                    f"allow_world_size_change=True to resume anyway, or {start_over}"
+                )
+            log.warning("resuming %s, written by %s process(es), on %s", path, saved_world, world)
+        problem = _model_mismatch(
+            state["model"], self.accelerator.unwrap_model(self.model).state_dict()
+        )
+        if problem:
+            raise ValueError(f"checkpoint {path} is of another model: {problem}; {start_over}")
+        try:
+            self.optimizer.check_state_dict(state["optimizer"])
+        except ValueError as err:
+            raise ValueError(
+                f"checkpoint {path} holds another optimizer's state: {err}; {start_over}"
+            ) from err
+        streams = state["streams"]
+        if not isinstance(streams, dict) or streams.keys() != self.data.streams.keys():
+            saved = sorted(streams) if isinstance(streams, dict) else streams
+            raise ValueError(
+                f"checkpoint {path} has batch streams {saved}, this run "
+                f"{sorted(self.data.streams)} (another forget/retain setup); {start_over}"
+            )
+
     # ------------------------------------------------------------------ steps
     def _micro_batch(self, name: str) -> Any:
         stream = self.data.streams[name]
@@ -262,9 +339,10 @@ class Engine:
         if loss is None:
             raise ValueError(f"method {self.method.name!r} has no {name} loss for a {name} step")
         if not bool(torch.isfinite(loss.detach()).all()):
-            raise FloatingPointError(
+            raise RunDivergedError(
                 f"non-finite {name} loss ({float(loss.detach())}) at optimizer step "
-                f"{self.run.step} of method {self.method.name!r}"
+                f"{self.run.step} of method {self.method.name!r}",
+                self.run.step,
             )
         return loss * getattr(self.cfg, name).weight
 

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from dualoptim.io import write_tensors
+from dualoptim.io import read_tensors, write_tensors
 from dualoptim.optim import Objective, ObjectiveOptimizer
 
 
@@ -63,7 +62,7 @@ def cached_masks(path: Path | None, compute: Callable[[], dict[str, Tensor]]) ->
     """Masks from ``path`` if it exists, else computed and saved there (atomically): a mask
     depends only on the model and the forget set, so it is made once per pair."""
     if path is not None and path.exists():
-        return {n: m.bool() for n, m in load_file(path).items()}
+        return {n: m.bool() for n, m in read_tensors(path)[0].items()}
     masks = compute()
     if path is not None:
         write_tensors(path, {n: m.to(torch.uint8) for n, m in masks.items()})

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from dualoptim.io import fingerprint
 from dualoptim.tasks.vision.data import ImageData, ImageSet, load_data
 
 #: Class names of the data sets with named classes (others are called by their index).
@@ -58,6 +59,12 @@ class GenerationData:
     @property
     def classes(self) -> int:
         return self.train.classes
+
+    @property
+    def fingerprint(self) -> str:
+        """The images and labels actually used (after subsampling and resizing), as records
+        carry them."""
+        return fingerprint(self.train.fingerprint, self.test.fingerprint)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

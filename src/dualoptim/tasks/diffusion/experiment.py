@@ -1,30 +1,28 @@
 """Class unlearning in conditional diffusion end to end: train the original denoiser and the
 data set's classifier, unlearn one class, generate, measure FA and FID (SPEC §2.2, §3.2).
 
-Everything that does not depend on the run is made once and cached, keyed by a hash of
-what determines it: the original model (trained by the engine, resumable), the classifier,
-the original model's samples (its reference metrics, SA's replay set and Fisher), the real
-images' features and the masks. Every run then samples with the same seed, so two runs'
-images differ only by their weights.
+Everything that does not depend on the run is made once and cached, keyed by the content of
+the data it was made from and everything else that determines it: the original model
+(trained by the engine, resumable), the classifier, the original model's samples (its
+reference metrics, SA's replay set and Fisher) and the masks; the real images' features are
+kept in memory. Every run then samples with the same seed, so two runs' images differ only
+by their weights.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from dualoptim.config import require_runs_and_seeds
-from dualoptim.io import content_key, write_json, write_tensors
+from dualoptim.io import cached_state, fingerprint
 from dualoptim.optim.objective import ObjectiveOptimizer
 from dualoptim.optim.settings import build_optimizer
 from dualoptim.tasks.diffusion import metrics as gm
@@ -253,22 +251,6 @@ class DiffusionExperiment:
         require_runs_and_seeds(self.runs, self.seeds)
 
 
-StateBuilder = Callable[[], dict[str, Tensor]]
-
-
-def _cached_state(path: Path, build: StateBuilder) -> tuple[dict[str, Tensor], float]:
-    """(state dict, seconds to build it): read from ``path`` or built and written there."""
-    meta = path.with_suffix(".json")
-    if path.exists() and meta.exists():
-        return load_file(path), float(json.loads(meta.read_text())["seconds"])
-    start = time.perf_counter()
-    state = build()
-    seconds = time.perf_counter() - start
-    write_tensors(path, {k: v.detach().contiguous() for k, v in state.items()})
-    write_json(meta, {"seconds": seconds})
-    return state, seconds
-
-
 class World:
     """The data, the cached original denoiser and classifier, and the evaluation."""
 
@@ -290,20 +272,22 @@ class World:
 
     # ------------------------------------------------------------------ keys
     @property
-    def data_key(self) -> tuple[Any, ...]:
-        d = self.exp.data
-        return (d.name, d.image_size, d.per_class_train, d.per_class_test)
+    def fingerprint(self) -> str:
+        """The data actually used (training and test images), as records carry it."""
+        return self.data.fingerprint
 
     @property
     def model_key(self) -> str:
+        """The original denoiser's inputs: the training images' content (not their path),
+        architecture, noise schedule and recipe."""
         e = self.exp
-        return content_key(self.data_key, e.model, e.noise, e.train)
+        return fingerprint(self.data.train.fingerprint, e.model, e.noise, e.train)
 
     @property
     def key(self) -> str:
         """Everything that determines the references and the evaluation."""
         e = self.exp
-        return content_key(self.model_key, e.classifier, e.eval)
+        return fingerprint(self.model_key, self.fingerprint, e.data, e.classifier, e.eval)
 
     # ------------------------------------------------------------------ models
     def new_denoiser(self, state: Mapping[str, Tensor] | None = None) -> Denoiser:
@@ -342,7 +326,7 @@ class World:
     def original(self) -> tuple[dict[str, Tensor], float]:
         """The original denoiser's weights and training seconds (cached)."""
         path = self.cache / f"denoiser-{self.model_key}.safetensors"
-        return _cached_state(path, self._train_original)
+        return cached_state(path, self._train_original)
 
     def _train_classifier(self) -> dict[str, Tensor]:
         spec = self.exp.classifier
@@ -360,8 +344,8 @@ class World:
 
     @cached_property
     def classifier(self) -> nn.Module:
-        key = content_key(self.data_key, self.exp.classifier)
-        state, _ = _cached_state(
+        key = fingerprint(self.data.train.fingerprint, self.exp.classifier)
+        state, _ = cached_state(
             self.cache / f"classifier-{key}.safetensors", self._train_classifier
         )
         model = self._new_classifier()
@@ -395,7 +379,7 @@ class World:
         """The original model's samples of every class (its references, SA's replay and
         Fisher data), made once."""
         n = self.per_class_original
-        key = content_key(self.model_key, self.exp.noise, self.exp.eval.sampling, n)
+        key = fingerprint(self.model_key, self.exp.noise, self.exp.eval.sampling, n)
         path = self.cache / f"samples-{key}.safetensors"
         labels = torch.arange(self.data.classes).repeat_interleave(n)
 
@@ -403,7 +387,7 @@ class World:
             images = self.generate(self.new_denoiser(self.original[0]), labels)
             return {"x": images.x}
 
-        state, _ = _cached_state(path, build)
+        state, _ = cached_state(path, build)
         return ImageSet(state["x"], labels, self.data.classes)
 
     # ------------------------------------------------------------------ FID features
@@ -481,7 +465,7 @@ class World:
 
     # ------------------------------------------------------------------ method inputs
     def mask_path(self, *parts: Any) -> Path:
-        return self.cache / f"mask-{content_key(self.model_key, *parts)}.safetensors"
+        return self.cache / f"mask-{fingerprint(self.model_key, *parts)}.safetensors"
 
     def replay(self, forgotten: int, per_class_count: int) -> LabelledImages:
         remaining = [c for c in range(self.data.classes) if c != forgotten]
@@ -490,7 +474,7 @@ class World:
 
     def fisher(self, per_class_count: int, batch_size: int) -> dict[str, Tensor]:
         """SA's diagonal Fisher on the original model's samples of every class (cached)."""
-        key = content_key(self.model_key, self.exp.eval.sampling, per_class_count, batch_size)
+        key = fingerprint(self.model_key, self.exp.eval.sampling, per_class_count, batch_size)
 
         def build() -> dict[str, Tensor]:
             images = per_class(self.original_samples, range(self.data.classes), per_class_count)
@@ -499,7 +483,7 @@ class World:
             model = self.new_denoiser(self.original[0])
             return fisher_diagonal(model, self.scheduler, samples, batch_size)
 
-        return _cached_state(self.cache / f"fisher-{key}.safetensors", build)[0]
+        return cached_state(self.cache / f"fisher-{key}.safetensors", build)[0]
 
 
 def build_method(spec: GenUnlearnSpec, world: World, forgotten: int):

@@ -8,6 +8,7 @@ Sample grids (one row per class) go to ``grids/`` beside the records.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -17,9 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from dualoptim.bench.metric_table import metric_csv, metric_rows, metric_table
-from dualoptim.bench.records import make_record, record_id
+from dualoptim.bench.records import is_failed, make_record, record_id
 from dualoptim.bench.report import write_text_report
-from dualoptim.bench.sweeps import lr_grid, open_store, run_record, scaled, stored_or_made
+from dualoptim.bench.sweeps import (
+    attempt,
+    lr_grid,
+    match_grid,
+    note_failures,
+    open_store,
+    run_record,
+    scaled,
+    stored_or_made,
+)
 from dualoptim.bench.tables import markdown
 from dualoptim.config import to_dict
 from dualoptim.tasks.diffusion.experiment import (
@@ -66,11 +76,13 @@ def sweep(
     out_dir: Path | None = None,
     lr_scales: Sequence[float] = (1.0,),
     progress: bool = False,
+    retry_failed: bool = False,
 ) -> list[dict[str, Any]]:
     """Run (or read back) every run of ``exp`` for every forgotten class at each η_f
-    multiple; returns the reference and run records."""
-    store = open_store(out_dir, _config(exp, None, 0))
+    multiple; returns the reference and run records. Failed runs (diverged, out of memory)
+    are run again only with ``retry_failed``."""
     world = World(exp, progress=progress)
+    store = open_store(out_dir, _config(exp, None, 0), world.fingerprint)
     key = world.key
 
     def reference(forgotten: int, id: str) -> dict[str, Any]:
@@ -87,14 +99,18 @@ def sweep(
             config=_config(exp, None, 0),
             task="diffusion",
             extra=_extra(world, forgotten, grid),
+            data_fingerprint=world.fingerprint,
         )
 
     def run(scale: float, spec: GenUnlearnSpec, forgotten: int, seed: int, id: str) -> dict:
         # two rows may share a label (SalUn at two η_f), never a label and an η_f
         grid = _grid_name(f"{spec.label}-lr{spec.eta_f:g}", forgotten, seed)
         path = out_dir / grid if out_dir is not None else None
-        result = run_unlearning(
-            spec, world, forgotten, seed, grid=path, checkpoint_dir=world.cache / "runs" / id
+        checkpoints = world.cache / "runs" / id
+        result = attempt(
+            partial(
+                run_unlearning, spec, world, forgotten, seed, grid=path, checkpoint_dir=checkpoints
+            )
         )
         return run_record(
             spec,
@@ -106,20 +122,22 @@ def sweep(
             config=_config(exp, spec, seed),
             task="diffusion",
             extra=_extra(world, forgotten, grid),
+            data_fingerprint=world.fingerprint,
         )
 
     records = []
     for forgotten in exp.data.forget_classes:
         ref_id = record_id("diffusion-reference", key, forgotten)
         records.append(stored_or_made(store, ref_id, partial(reference, forgotten, ref_id)))
-    for scale in lr_grid(lr_scales):
+    for scale in lr_grid(match_grid(store, lr_scales)):
         for forgotten in exp.data.forget_classes:
             for spec in exp.runs:
                 spec = replace(spec, forget_lr=scaled(spec.eta_f, scale))
                 for seed in exp.seeds:
                     run_id = record_id("diffusion-run", key, spec, forgotten, seed)
                     make = partial(run, scale, spec, forgotten, seed, run_id)
-                    records.append(stored_or_made(store, run_id, make))
+                    records.append(stored_or_made(store, run_id, make, retry_failed))
+    note_failures(records)
     return records
 
 
@@ -138,23 +156,33 @@ def _present(records: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> li
 
 def by_class(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One record per (group, η_f, seed) whose metrics are ``"<class>/<metric>"`` for every
-    forgotten class: the shape of Table 2, fed to the task-agnostic metric tables."""
+    forgotten class: the shape of Table 2, fed to the task-agnostic metric tables. A failed
+    run's class columns carry its error (``errors``), so the table says where it stopped."""
     merged: dict[tuple, dict[str, Any]] = {}
     seconds: dict[tuple, list[float]] = defaultdict(list)
     for r in records:
         k = (r["group"], r.get("forget_lr"), r["seed"])
         name = r["extra"]["class_name"]
-        row = merged.setdefault(k, {**r, "metrics": {}})
-        if any(m.startswith(f"{name}/") for m in row["metrics"]):
+        row = merged.setdefault(k, _merged(r))
+        if any(m.startswith(f"{name}/") for m in [*row["metrics"], *row["errors"]]):
             raise ValueError(
                 f"two records of {r['group']!r} (η_f {k[1]}, seed {k[2]}) forget {name}: "
                 "runs that differ in more than their row label would share a row"
             )
+        if is_failed(r):
+            row["errors"].update({f"{name}/{m}": r["error"] for m in CLASS_METRICS})
+            continue
         row["metrics"].update({f"{name}/{m}": v for m, v in r["metrics"].items()})
         seconds[k].append(r["seconds"])
     for k, row in merged.items():
-        row["seconds"] = statistics.median(seconds[k])
+        row["seconds"] = statistics.median(seconds[k]) if seconds[k] else math.nan
     return list(merged.values())
+
+
+def _merged(record: Mapping[str, Any]) -> dict[str, Any]:
+    """``record`` as the start of a row merged from several: its metrics and errors to come."""
+    kept = {k: v for k, v in record.items() if k not in ("status", "error")}
+    return {**kept, "metrics": {}, "errors": {}}
 
 
 def class_columns(records: Sequence[Mapping[str, Any]]) -> tuple[list[str], dict[str, str]]:
@@ -187,7 +215,7 @@ def tables(records: Sequence[Mapping[str, Any]]) -> tuple[Table, Table, str]:
 def _averages(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One record per (group, η_f, seed): each metric averaged over the forgotten classes,
     left empty where the group has not yet run every class (an average over fewer classes
-    would not compare with the others)."""
+    would not compare with the others), and the error instead where a class's run failed."""
     classes = {r["extra"]["forget_class"] for r in records}
     groups: dict[tuple, list[Mapping[str, Any]]] = defaultdict(list)
     for r in records:
@@ -195,13 +223,17 @@ def _averages(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for members in groups.values():
         complete = {r["extra"]["forget_class"] for r in members} == classes
+        failed = [r["error"] for r in members if is_failed(r)]
         metrics = {
             m: sum(r["metrics"][m] for r in members) / len(members)
             for m in AVERAGE_METRICS
-            if complete and all(m in r["metrics"] for r in members)
+            if complete and not failed and all(m in r["metrics"] for r in members)
         }
-        seconds = statistics.median(r["seconds"] for r in members)
-        out.append({**members[0], "metrics": metrics, "seconds": seconds})
+        finished = [r["seconds"] for r in members if not is_failed(r)]
+        row = _merged(members[0])
+        row["errors"] = dict.fromkeys(AVERAGE_METRICS, failed[0]) if failed else {}
+        seconds = statistics.median(finished) if finished else math.nan
+        out.append({**row, "metrics": metrics, "seconds": seconds})
     return out
 
 
@@ -231,6 +263,9 @@ def report(records: Sequence[Mapping[str, Any]], out_dir: Path, title: str) -> s
         "\n## Samples (one row per class, the same noise for every model)\n\n"
         "The first seed of each row; the other seeds' grids are in `grids/`, named by seed.\n"
     ]
+    # no grid: a failed run, or one read from the cache's record store (its grid is in the
+    # output folder it was run for)
+    drawn = [r for r in records if not is_failed(r) and (out_dir / r["extra"]["grid"]).exists()]
 
     def row(r: Mapping[str, Any]) -> tuple:
         return (
@@ -241,9 +276,9 @@ def report(records: Sequence[Mapping[str, Any]], out_dir: Path, title: str) -> s
         )
 
     first_seed: dict[tuple, int] = {}
-    for r in records:
+    for r in drawn:
         first_seed[row(r)] = min(first_seed.get(row(r), r["seed"]), r["seed"])
-    shown = sorted((r for r in records if first_seed[row(r)] == r["seed"]), key=row)
+    shown = sorted((r for r in drawn if first_seed[row(r)] == r["seed"]), key=row)
     for r in shown:
         eta = f" at η_f {r['forget_lr']:g}" if r["kind"] == "run" else ""
         grids.append(

@@ -154,13 +154,21 @@ def _download(split: str) -> Path:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, object]]:
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    """(line number, object) of each non-blank line; errors name the file and the line."""
+    expected = "a TOFU split file holds one JSON object per line (JSON Lines)"
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"{path}, line {lineno}: not UTF-8 text; {expected}") from None
             if line.strip():
                 try:
                     yield lineno, json.loads(line)
                 except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}, line {lineno}: invalid JSON ({err.msg})") from None
+                    raise ValueError(
+                        f"{path}, line {lineno}: invalid JSON ({err.msg}); {expected}"
+                    ) from None
 
 
 def _item(row: object, split: str, where: str) -> TofuItem:

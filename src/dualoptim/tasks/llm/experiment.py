@@ -4,29 +4,27 @@ evaluate (SPEC §2.3, §3.3).
 The target is fine-tuned on the forget split plus the retain rows in use; the retain model
 on those retain rows only -- it never saw the forget authors, so it is the reference of
 Forget Quality. Both are trained by the engine (a retain-only run: the engine is the only
-training loop) and cached as safetensors with their tokenizer and their evaluation, keyed by
-a hash of everything that determines them, so the references are measured once and always
-found.
+training loop) and cached as safetensors with their evaluation, keyed by the content of
+everything that determines them (the rows they learn and are evaluated on, the base model's
+weights and vocabulary, the recipe), so the references are measured once and always found,
+and replaced data or a replaced base model retrains.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from dualoptim.config import require_runs_and_seeds
-from dualoptim.io import content_key, write_json, write_tensors
+from dualoptim.io import cached_state, fingerprint, read_json, write_json
 from dualoptim.optim.objective import ObjectiveOptimizer
 from dualoptim.optim.settings import SETTINGS, build_optimizer
 from dualoptim.tasks.llm import closer_look as cl
@@ -47,8 +45,9 @@ _JOINT_DOWNWEIGHTED = ("me", "npo", "dpo")
 class TofuData:
     source: str | None = None  # None: the built-in generator; "hub"; or a local directory
     forget_split: str = "forget01"
-    # retain rows used (fine-tuning and the retain evaluation): the first N rows of the
-    # retain split, which are retain_perturbed's first N; None: the whole retain split
+    # retain rows used: the first N rows of the retain split (fine-tuning); the retain
+    # evaluation is retain_perturbed's rows among them (its first N, or all of it when it
+    # has fewer: it is the retain split's first rows). None: the whole retain split
     retain_rows: int | None = None
     refusal_seed: int = 0
 
@@ -196,15 +195,8 @@ def load_splits(data: TofuData) -> TofuSplits:
     forget = load_split(data.forget_split, data.source)
     retain = load_split(RETAIN_OF[data.forget_split], data.source)
     retain_eval = load_split("retain_perturbed", data.source)
-    if data.retain_rows is not None:  # retain_perturbed is the retain splits' first rows
-        retain, retain_eval = retain[: data.retain_rows], retain_eval[: data.retain_rows]
-        if [(r.question, r.answer) for r in retain] != [
-            (r.question, r.answer) for r in retain_eval
-        ]:
-            raise ValueError(
-                f"the first {data.retain_rows} rows of {RETAIN_OF[data.forget_split]} and of "
-                "retain_perturbed differ: retain_rows needs TOFU's layout"
-            )
+    if data.retain_rows is not None:
+        retain, retain_eval = _first_retain_rows(data, retain, retain_eval)
     evaluation = {
         "forget": load_split(f"{data.forget_split}_perturbed", data.source),
         "retain": retain_eval,
@@ -212,6 +204,34 @@ def load_splits(data: TofuData) -> TofuSplits:
         "world_facts": load_split("world_facts_perturbed", data.source),
     }
     return TofuSplits(forget, retain, evaluation)
+
+
+def _first_retain_rows(
+    data: TofuData, retain: list[TofuItem], retain_eval: list[TofuItem]
+) -> tuple[list[TofuItem], list[TofuItem]]:
+    """The first ``data.retain_rows`` retain rows and the ``retain_perturbed`` rows among them.
+
+    In TOFU (and the built-in data) ``retain_perturbed`` is the retain split's first rows
+    (400 of 3600; 40 of 360), so the retain evaluation is its first min(N, its length) rows:
+    rows both models were fine-tuned on. A source with another layout would evaluate rows
+    neither model saw, so it is refused.
+    """
+    n, split = data.retain_rows, RETAIN_OF[data.forget_split]
+    where = "the built-in data" if data.source in (None, "builtin") else f"TOFU {data.source}"
+    if n > len(retain):
+        raise ValueError(
+            f"data.retain_rows {n} exceeds the {len(retain)} rows of {split} in {where}; "
+            f"set data.retain_rows <= {len(retain)} (or null: all)"
+        )
+    retain, retain_eval = retain[:n], retain_eval[:n]
+    for i, (row, evaluated) in enumerate(zip(retain, retain_eval, strict=False)):
+        if (row.question, row.answer) != (evaluated.question, evaluated.answer):
+            raise ValueError(
+                f"row {i} of retain_perturbed in {where} is not row {i} of {split}: "
+                "data.retain_rows needs TOFU's layout (retain_perturbed = the retain split's "
+                "first rows); set data.retain_rows: null to use every retain row"
+            )
+    return retain, retain_eval
 
 
 def adamw_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -260,22 +280,47 @@ class World:
         seed = self.exp.data.refusal_seed
         return self._pairs(items, [refusal(offset + i, seed) for i in range(len(items))])
 
+    @cached_property
+    def fingerprint(self) -> str:
+        """The rows actually used (training and evaluation, after ``retain_rows``), as
+        records carry it."""
+        return fingerprint(self.splits)
+
+    @cached_property
+    def _base_fingerprint(self) -> str:
+        """The base model's weights and tokenizer as loaded, so a model replaced at the same
+        Hub id or folder retrains (hashing costs about 1 s per GB of weights)."""
+        tokenizer = (self.tokenizer.get_vocab(), getattr(self.tokenizer, "chat_template", None))
+        return fingerprint(self._base.state_dict(), tokenizer)
+
     @property
     def key(self) -> str:
         """Everything that determines the references and the evaluation."""
         e = self.exp
-        return content_key(e.data, e.model, e.finetune, e.eval, e.embedder)
+        parts = (self.fingerprint, self._base_fingerprint, e.data, e.model, e.finetune, e.eval)
+        return fingerprint(*parts, e.embedder)
 
-    def _model_key(self, which: str) -> str:
+    @cached_property
+    def _training_pairs(self) -> dict[str, list[Pair]]:
+        return {"target": self.forget_pairs + self.retain_pairs, "retain": self.retain_pairs}
+
+    @cached_property
+    def _model_keys(self) -> dict[str, str]:
+        """What determines each fine-tuned model: the base model, the tokenized rows it
+        learns (their content, not the data's path) and the recipe."""
         e = self.exp
-        return content_key(which, e.data, e.model, e.finetune)
+        return {
+            which: fingerprint(which, self._base_fingerprint, pairs, e.model, e.finetune)
+            for which, pairs in self._training_pairs.items()
+        }
 
-    def _finetuned(self, which: str, pairs: list[Pair]) -> tuple[dict[str, Tensor], float]:
-        """State dict (cached) and training seconds of a model fine-tuned on ``pairs``."""
-        path = self.cache / f"{which}-{self._model_key(which)}.safetensors"
-        meta = path.with_suffix(".json")
-        if path.exists() and meta.exists():
-            return load_file(path), float(json.loads(meta.read_text())["seconds"])
+    def _finetuned(self, which: str) -> tuple[dict[str, Tensor], float]:
+        """State dict (cached) and training seconds of the model fine-tuned as ``which``."""
+        path = self.cache / f"{which}-{self._model_keys[which]}.safetensors"
+        return cached_state(path, partial(self._finetune, self._training_pairs[which]))
+
+    def _finetune(self, pairs: list[Pair]) -> dict[str, Tensor]:
+        """A copy of the base model fine-tuned on ``pairs`` by the engine (retain steps only)."""
         recipe = self.exp.finetune
         model = copy.deepcopy(self._base)
         optimizer = build_optimizer(
@@ -296,21 +341,16 @@ class World:
             seed=recipe.seed,
             progress=self.progress,
         )
-        start = time.perf_counter()
         unlearn(model, FineTune(), None, source, optimizer, cfg)
-        seconds = time.perf_counter() - start
-        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        write_tensors(path, _untied(state))
-        write_json(meta, {"seconds": seconds, "rows": len(pairs)})
-        return state, seconds
+        return model.state_dict()
 
     @cached_property
     def target(self) -> tuple[dict[str, Tensor], float]:
-        return self._finetuned("target", self.forget_pairs + self.retain_pairs)
+        return self._finetuned("target")
 
     @cached_property
     def retain_model(self) -> tuple[dict[str, Tensor], float]:
-        return self._finetuned("retain", self.retain_pairs)
+        return self._finetuned("retain")
 
     # ------------------------------------------------------------------ evaluation
     @cached_property
@@ -341,10 +381,10 @@ class World:
 
     def _cached_evaluation(self, which: str, state: dict[str, Tensor]) -> dict[str, Any]:
         e = self.exp
-        key = content_key(self._model_key(which), e.eval, e.embedder)
+        key = fingerprint(self._model_keys[which], self.splits.evaluation, e.eval, e.embedder)
         path = self.cache / f"eval-{which}-{key}.json"
         if path.exists():
-            return json.loads(path.read_text())
+            return read_json(path, ("scores", "forget_ratios", "generations"))
         evaluation = self.evaluate(self.new_model(state))
         saved = {
             "scores": evaluation.scores,
@@ -383,17 +423,6 @@ class World:
 
     def variant(self, idk: bool) -> str:
         return self._closer_look(self.target_evaluation["scores"], idk).variant
-
-
-def _untied(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """safetensors refuses shared storage: tied embeddings are saved once each (cloned)."""
-    seen: dict[int, str] = {}
-    out = {}
-    for name, tensor in state.items():
-        ptr = tensor.data_ptr()
-        out[name] = tensor.clone() if ptr in seen else tensor
-        seen.setdefault(ptr, name)
-    return out
 
 
 def make_optimizer(spec: LLMUnlearnSpec, model: nn.Module) -> ObjectiveOptimizer:

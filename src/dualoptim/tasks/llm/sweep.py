@@ -15,9 +15,18 @@ from typing import Any
 
 from dualoptim.bench.metric_table import metric_csv, metric_rows, metric_table
 from dualoptim.bench.plots import plot_curves
-from dualoptim.bench.records import make_record, record_id
+from dualoptim.bench.records import is_failed, make_record, record_id
 from dualoptim.bench.report import write_text_report
-from dualoptim.bench.sweeps import lr_grid, open_store, run_record, scaled, stored_or_made
+from dualoptim.bench.sweeps import (
+    attempt,
+    lr_grid,
+    match_grid,
+    note_failures,
+    open_store,
+    run_record,
+    scaled,
+    stored_or_made,
+)
 from dualoptim.bench.tables import markdown
 from dualoptim.config import to_dict
 from dualoptim.tasks.llm.experiment import LLMExperiment, LLMUnlearnSpec, World, run_unlearning
@@ -61,11 +70,13 @@ def sweep(
     out_dir: Path | None = None,
     lr_scales: Sequence[float] = (1.0,),
     progress: bool = False,
+    retry_failed: bool = False,
 ) -> list[dict[str, Any]]:
     """Run (or read back) every run of ``exp`` at each η_f multiple; returns the reference
-    and run records."""
-    store = open_store(out_dir, _config(exp, None, 0))
+    and run records. Failed runs (diverged, out of memory) are run again only with
+    ``retry_failed``."""
     world = World(exp, progress=progress)
+    store = open_store(out_dir, _config(exp, None, 0), world.fingerprint)
     key = world.key
 
     def reference(name: str, id: str) -> dict[str, Any]:
@@ -83,10 +94,11 @@ def sweep(
             config=_config(exp, None, 0),
             task="llm",
             extra=_extra(evaluation["generations"], world.variant(False)),
+            data_fingerprint=world.fingerprint,
         )
 
     def run(scale: float, spec: LLMUnlearnSpec, seed: int, id: str) -> dict[str, Any]:
-        result = run_unlearning(spec, world, seed, progress=progress)
+        result = attempt(partial(run_unlearning, spec, world, seed, progress=progress))
         return run_record(
             spec,
             result,
@@ -96,21 +108,22 @@ def sweep(
             scale=scale,
             config=_config(exp, spec, seed),
             task="llm",
-            extra=_extra(result["generations"], result["variant"]),
+            extra={} if "failure" in result else _extra(result["generations"], result["variant"]),
+            data_fingerprint=world.fingerprint,
         )
 
     records = []
     for name in REFERENCES:
         ref_id = record_id("llm-reference", key, name)
         records.append(stored_or_made(store, ref_id, partial(reference, name, ref_id)))
-    for scale in lr_grid(lr_scales):
+    for scale in lr_grid(match_grid(store, lr_scales)):
         for spec in exp.runs:
             spec = replace(spec, forget_lr=scaled(spec.eta_f, scale))
             for seed in exp.seeds:
                 run_id = record_id("llm-run", key, spec, seed)
-                records.append(
-                    stored_or_made(store, run_id, partial(run, scale, spec, seed, run_id))
-                )
+                make = partial(run, scale, spec, seed, run_id)
+                records.append(stored_or_made(store, run_id, make, retry_failed))
+    note_failures(records)
     return records
 
 
@@ -119,10 +132,14 @@ def report(records: Sequence[Mapping[str, Any]], out_dir: Path, title: str) -> s
     rows = metric_rows(records, METRICS, REFERENCES)
     header, cells = metric_table(rows, METRICS, LABELS)
     split = records[0]["config"]["data"]["forget_split"]
-    variants = sorted({r.get("extra", {}).get("metric_variant", "?") for r in records})
+    finished = [r for r in records if not is_failed(r)]  # a failed run has no texts, curves
+    variants = sorted({r.get("extra", {}).get("metric_variant", "?") for r in finished})
     table = markdown(header, cells)
     samples = ["\n## Forget-split generations (first questions)\n"]
     for r in sorted(records, key=lambda r: (r["kind"], r["group"], r["seed"])):
+        if is_failed(r):
+            samples.append(f"\n**{r['group']}** (seed {r['seed']}): {r['error']['message']}\n")
+            continue
         texts = r.get("extra", {}).get("forget_samples", [])
         samples.append(f"\n**{r['group']}** (seed {r['seed']}):\n\n")
         samples += [f"- {t!r}\n" for t in texts]
@@ -133,7 +150,7 @@ def report(records: Sequence[Mapping[str, Any]], out_dir: Path, title: str) -> s
         f"{'; '.join(variants)}. Rows `target` and `retain model` are the references: before "
         "unlearning, and the model never trained on the forget authors.\n\n"
     )
-    runs = [r for r in records if r["kind"] == "run"]
+    runs = [r for r in finished if r["kind"] == "run"]
     retain_model = [r for r in records if r["group"] == "retain model"]
     for scale in sorted({r["lr_scale"] for r in runs}, reverse=True):  # a figure per η_f multiple
         shown = [r for r in runs if r["lr_scale"] == scale]

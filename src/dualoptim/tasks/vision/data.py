@@ -15,15 +15,17 @@ import math
 import operator
 import struct
 import urllib.request
+import zipfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dualoptim.io import atomic_write
+from dualoptim.io import atomic_write, fingerprint
 
 __all__ = [
     "DATASETS",
@@ -107,6 +109,12 @@ class ImageSet:
         """The examples at ``index`` (int64 indices or a bool mask), with the same ``classes``."""
         return ImageSet(self.x[index], self.y[index], self.classes)
 
+    @cached_property
+    def fingerprint(self) -> str:
+        """The content's hash (images, labels, class count): what a cached model trained on
+        this set is keyed by, so replacing a file at the same path retrains."""
+        return fingerprint(self.x, self.y, self.classes)
+
 
 @dataclass(frozen=True)
 class ImageData:
@@ -115,6 +123,12 @@ class ImageData:
     name: str
     train: ImageSet
     test: ImageSet
+
+    @property
+    def fingerprint(self) -> str:
+        """The data actually used (both sets, after loading and subsampling), as records
+        carry it."""
+        return fingerprint(self.train.fingerprint, self.test.fingerprint)
 
 
 @dataclass(frozen=True)
@@ -330,7 +344,57 @@ def _check_images(x: np.ndarray, y: np.ndarray, where: str, x_name: str, y_name:
     if len(x) != len(y):
         raise ValueError(f"{where}{x_name} has {len(x)} images but {y_name} has {len(y)} labels")
     if y.min() < 0:
-        raise ValueError(f"{where}{y_name} has negative labels (minimum {y.min()})")
+        raise ValueError(
+            f"{where}{y_name} has negative labels (minimum {y.min()}) in "
+            f"{int((y < 0).sum())} rows: labels are class indices 0, 1, ..."
+        )
+
+
+def _check_labels(y: np.ndarray, classes: int, where: str) -> None:
+    """Every label in [0, classes): a stray label would silently add classes to the model."""
+    bad = (y < 0) | (y >= classes)
+    if bad.any():
+        raise ValueError(
+            f"{where}: labels must lie in [0, {classes}), found {_counted(y[bad])}; fix the labels"
+        )
+
+
+def _counted(labels: np.ndarray) -> str:
+    """E.g. "label 1000 (1 row), label 12 (3 rows)": the values at fault and how many rows."""
+    values, counts = np.unique(labels, return_counts=True)
+    pairs = zip(values.tolist(), counts.tolist(), strict=True)
+    parts = [f"label {v} ({c} row{'s' if c > 1 else ''})" for v, c in pairs]
+    return ", ".join(parts[:5]) + (f" and {len(parts) - 5} more" if len(parts) > 5 else "")
+
+
+def _class_count(path: Path, labels: dict[str, np.ndarray], declared: np.ndarray | None) -> int:
+    """The npz's class count: its integer ``classes`` entry, else 1 + the largest label, when
+    the labels of both splits together cover every class 0..C-1 (a gap is a stray label,
+    such as 1000 in a 10-class set, far likelier than 990 empty classes)."""
+    if declared is not None:
+        if declared.size != 1 or not np.issubdtype(declared.dtype, np.integer):
+            raise ValueError(
+                f"{path}: classes must be one integer (the class count), "
+                f"got {declared.dtype} of shape {declared.shape}"
+            )
+        classes = int(declared.item())
+        if classes < 1:
+            raise ValueError(f"{path}: classes must be >= 1, got {classes}")
+        for name, y in labels.items():
+            _check_labels(y, classes, f"{path}: {name} (classes = {classes})")
+        return classes
+    present = np.unique(np.concatenate(list(labels.values())))
+    classes = int(present[-1]) + 1
+    if len(present) < classes:
+        gap = int(np.setdiff1d(np.arange(classes), present)[0])
+        stray = {n: y[y > gap] for n, y in labels.items() if (y > gap).any()}
+        found = "; ".join(f"{n} has {_counted(y)}" for n, y in stray.items())
+        raise ValueError(
+            f"{path}: labels must be 0..C-1 with every class present, but no row has label "
+            f"{gap} while {found}; fix the labels, or declare the class count as an integer "
+            "array 'classes' in the npz (then labels may leave classes empty)"
+        )
+    return classes
 
 
 def _load_digits() -> ImageSet:
@@ -343,10 +407,9 @@ def _load_digits() -> ImageSet:
 
 
 def _load_npz(path: Path, test_fraction: float, split_seed: int) -> tuple[ImageSet, ImageSet]:
-    """``x_train``, ``y_train`` and optionally ``x_test``, ``y_test`` from an ``.npz`` file."""
-    with np.load(path, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test") if k in npz}
-        names = sorted(npz.files)
+    """``x_train``, ``y_train`` and optionally ``x_test``, ``y_test`` and ``classes`` (the class
+    count) from an ``.npz`` file."""
+    arrays, names = _read_npz(path, ("x_train", "y_train", "x_test", "y_test", "classes"))
     if "x_train" not in arrays or "y_train" not in arrays:
         raise ValueError(f"{path}: needs arrays x_train and y_train, found {names}")
     if ("x_test" in arrays) != ("y_test" in arrays):
@@ -361,11 +424,33 @@ def _load_npz(path: Path, test_fraction: float, split_seed: int) -> tuple[ImageS
             f"{path}: x_train images are {arrays['x_train'].shape[1:]}, "
             f"x_test images {arrays['x_test'].shape[1:]}"
         )
-    classes = 1 + max(int(arrays[f"y_{part}"].max()) for part in parts)
+    labels = {f"y_{part}": arrays[f"y_{part}"] for part in parts}
+    classes = _class_count(path, labels, arrays.get("classes"))
     train = _from_uint8(arrays["x_train"], arrays["y_train"], classes)
     if "x_test" not in arrays:
         return _held_out(train, test_fraction, split_seed, str(path))
     return train, _from_uint8(arrays["x_test"], arrays["y_test"], classes)
+
+
+def _read_npz(path: Path, keys: Sequence[str]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The arrays of ``keys`` that ``path`` holds, and the names of all it holds; a file that
+    is not a readable npz (or holds pickled objects) is an error naming it and the key."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such .npz file (data.name names the file)")
+    remedy = "write it with numpy.savez (x_train, y_train, optionally x_test, y_test, classes)"
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not an .npz archive (truncated, or another format); {remedy}")
+    key = None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {}
+            for key in keys:
+                if key in npz:
+                    arrays[key] = npz[key]
+            return arrays, sorted(npz.files)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        where = f"{path}: array {key!r}" if key is not None else str(path)
+        raise ValueError(f"{where} is not a readable plain array ({err}); {remedy}") from err
 
 
 def _load_idx_set(name: str, root: str | Path | None) -> tuple[ImageSet, ImageSet]:
@@ -381,6 +466,7 @@ def _load_idx_set(name: str, root: str | Path | None) -> tuple[ImageSet, ImageSe
     x_train, y_train, x_test, y_test = (read_idx(p) for p in paths)
     for x, y, x_path, y_path in ((x_train, y_train, *paths[:2]), (x_test, y_test, *paths[2:])):
         _check_images(x, y, f"{directory}/", x_path.name, y_path.name)
+        _check_labels(y, 10, str(y_path))
     return _from_uint8(x_train, y_train, 10), _from_uint8(x_test, y_test, 10)
 
 
@@ -464,4 +550,6 @@ def _load_torchvision(name: str, root: str | Path | None) -> tuple[ImageSet, Ima
         train, test = (cifar(directory, train=t, download=True) for t in (True, False))
         pairs = [(d.data, np.asarray(d.targets)) for d in (train, test)]
     classes = _TORCHVISION_CLASSES[name]
+    for (_, y), split in zip(pairs, ("train", "test"), strict=True):
+        _check_labels(np.asarray(y), classes, f"{directory}: {name} {split} labels")
     return _from_uint8(*pairs[0], classes), _from_uint8(*pairs[1], classes)

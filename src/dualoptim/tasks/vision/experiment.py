@@ -2,14 +2,14 @@
 
 One original model per data set and training seed; one forget set and one RT per seed (SPEC
 §3.1: each seed draws its own forget set and RT). Original and RT weights are cached as
-safetensors under ``cache_dir``, keyed by a hash of everything that determines them, with
-RT's metrics beside them, so reference numbers are always measured, never typed in.
+safetensors under ``cache_dir``, keyed by the content of the data they were trained on and
+everything else that determines them, with RT's metrics beside them, so reference numbers
+are always measured, never typed in, and a data file replaced at the same path retrains.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from dualoptim.config import require_runs_and_seeds
-from dualoptim.io import content_key, write_json, write_tensors
+from dualoptim.io import cached_state, fingerprint, read_json, write_json
 from dualoptim.optim.objective import ObjectiveOptimizer
 from dualoptim.optim.settings import build_optimizer
 from dualoptim.tasks.vision.data import (
@@ -129,6 +128,29 @@ class UnlearnSpec:
             return self.forget_lr
         return DEFAULT_FORGET_LR[self.method][self.setting.removesuffix("_8bit")]
 
+    @property
+    def per_phase_lr(self) -> bool:
+        """Alternate RL/SalUn/SCRUB keep η_r for retain phases, as the official code does."""
+        return self.setting == "alternate" and self.method in ("rl", "salun", "scrub")
+
+    @property
+    def shared_lr(self) -> bool:
+        """Every step at η_f: the other shared baselines' one SGD step size."""
+        return self.setting in ("joint", "alternate") and not self.per_phase_lr
+
+    def used_options(self) -> frozenset[str]:
+        """The fields this run reads, so a report states only those: its length (epochs of
+        passes; SFR-on counts iterations), its method's own knob, η_f unless it never
+        forgets, and the retain step size its optimizer takes unless it never retains."""
+        used = {"method", "setting", "batch_size", "eval_every"}
+        used.add("iterations" if self.method == "sfron" else "epochs")
+        used |= {"sfron": {"sfron_alpha"}, "salun": {"salun_keep"}}.get(self.method, set())
+        if self.method != "ft" or self.shared_lr:  # FT's steps are retain steps
+            used.add("forget_lr")
+        if self.method != "ga" and not self.shared_lr:  # GA never retains
+            used.add("plus_retain_lr" if self.setting.startswith("dual_plus") else "retain_lr")
+        return frozenset(used)
+
 
 @dataclass(frozen=True)
 class VisionExperiment:
@@ -167,7 +189,7 @@ class World:
     def mask_path(self, *options: Any) -> Path | None:
         if self.mask_prefix is None:
             return None
-        name = f"{self.mask_prefix.name}-{content_key(*options)}.safetensors"
+        name = f"{self.mask_prefix.name}-{fingerprint(*options)}.safetensors"
         return self.mask_prefix.with_name(name)
 
     @property
@@ -187,15 +209,13 @@ def _trained(
 ) -> tuple[nn.Module, float]:
     """A model trained on ``source``, loaded from ``path`` when cached; (model, seconds)."""
     model = _new_model(exp, data, seed)
-    meta = path.with_suffix(".json")
-    if path.exists() and meta.exists():
-        model.load_state_dict(load_file(path))
-        return model, float(json.loads(meta.read_text())["seconds"])
-    start = time.perf_counter()
-    train_classifier(model, source, exp.train, seed=seed)
-    seconds = time.perf_counter() - start
-    write_tensors(path, model.state_dict())
-    write_json(meta, {"seconds": seconds})
+
+    def build() -> dict[str, torch.Tensor]:
+        train_classifier(model, source, exp.train, seed=seed)
+        return model.state_dict()
+
+    state, seconds = cached_state(path, build)
+    model.load_state_dict(state)
     return model, seconds
 
 
@@ -206,16 +226,15 @@ def load_experiment_data(exp: VisionExperiment) -> ImageData:
     )
 
 
-def _original_key(exp: VisionExperiment) -> str:
-    d = exp.data
-    data = (d.name, d.per_class_train, d.per_class_test)
-    return content_key(data, exp.model, exp.train, exp.train_seed)
+def _original_key(exp: VisionExperiment, data: ImageData) -> str:
+    """The training set's content, the model, the recipe and the seed (not the data's path)."""
+    return fingerprint(data.train.fingerprint, exp.model, exp.train, exp.train_seed)
 
 
 def original_model(exp: VisionExperiment, data: ImageData) -> tuple[nn.Module, float]:
     """The model trained on all of D_train (cached): (model, training seconds)."""
     source = ImageSource(data.train.x, data.train.y)
-    path = Path(exp.cache_dir) / f"original-{_original_key(exp)}.safetensors"
+    path = Path(exp.cache_dir) / f"original-{_original_key(exp, data)}.safetensors"
     return _trained(exp, data, source, exp.train_seed, path)
 
 
@@ -226,17 +245,16 @@ def forget_split(exp: VisionExperiment, data: ImageData, seed: int) -> ForgetSpl
     )
 
 
-def reference_key(exp: VisionExperiment, seed: int) -> str:
-    """Everything that determines RT of ``seed``: data, forget set recipe, model, training."""
-    return content_key(exp.data, exp.model, exp.train, seed)
+def reference_key(exp: VisionExperiment, data: ImageData, seed: int) -> str:
+    """Everything that determines RT of ``seed`` and its record: the data's content, the
+    forget set recipe, model, training."""
+    return fingerprint(data.fingerprint, exp.data, exp.model, exp.train, seed)
 
 
-def _rt_path(exp: VisionExperiment, split: ForgetSplit) -> Path:
-    d = exp.data
-    key = content_key(
-        (d.name, d.per_class_train, d.per_class_test), exp.model, exp.train, split.description
-    )
-    return Path(exp.cache_dir) / f"rt-{key}.safetensors"
+def _rt_path(exp: VisionExperiment, data: ImageData, split: ForgetSplit, seed: int) -> Path:
+    """RT depends on the retain rows' content, the model, the recipe and its seed."""
+    retain = data.train.subset(split.retain).fingerprint
+    return Path(exp.cache_dir) / f"rt-{fingerprint(retain, exp.model, exp.train, seed)}.safetensors"
 
 
 def retrained_model(
@@ -245,20 +263,22 @@ def retrained_model(
     """RT: trained from scratch on this forget set's D_r (cached): (model, seconds)."""
     retain = data.train.subset(split.retain)
     source = ImageSource(retain.x, retain.y)
-    return _trained(exp, data, source, seed, _rt_path(exp, split))
+    return _trained(exp, data, source, seed, _rt_path(exp, data, split, seed))
 
 
 def rt_reference(
     exp: VisionExperiment, data: ImageData, split: ForgetSplit, seed: int
 ) -> tuple[dict[str, float], float]:
     """RT's metrics and training seconds: a reference record measured once per forget set
-    and read back afterwards (never typed in)."""
-    record = _rt_path(exp, split).with_suffix(".metrics.json")
+    and read back afterwards (never typed in). Its metrics also measure D_f and D_t, so the
+    file is keyed by all the data and the forget rows as well as by RT."""
+    rt = _rt_path(exp, data, split, seed)
+    record = rt.with_name(f"{rt.stem}.metrics-{fingerprint(data.fingerprint, split.forget)}.json")
     if record.exists():
-        saved = json.loads(record.read_text())
+        saved = read_json(record, ("metrics", "seconds"))
         return saved["metrics"], float(saved["seconds"])
-    rt, seconds = retrained_model(exp, data, split, seed)
-    metrics = evaluate_model(rt, data, split)
+    model, seconds = retrained_model(exp, data, split, seed)
+    metrics = evaluate_model(model, data, split)
     write_json(record, {"forget_set": split.description, "metrics": metrics, "seconds": seconds})
     return metrics, seconds
 
@@ -269,7 +289,8 @@ def prepare(exp: VisionExperiment, seed: int, data: ImageData | None = None) -> 
     split = forget_split(exp, data, seed)
     original, _ = original_model(exp, data)
     rt_metrics, rt_seconds = rt_reference(exp, data, split, seed)
-    prefix = Path(exp.cache_dir) / f"mask-{content_key(_original_key(exp), split.description)}"
+    masks = fingerprint(_original_key(exp, data), split.forget)  # the forget rows of that data
+    prefix = Path(exp.cache_dir) / f"mask-{masks}"
     return World(data, split, original, rt_metrics, rt_seconds, prefix)
 
 
@@ -321,20 +342,18 @@ def make_optimizer(spec: UnlearnSpec, params: Iterable[nn.Parameter]) -> Objecti
     """The setting's optimizer: AdamW(η_f, wd 0.05) for forgetting, SGD(η_r, momentum 0.9,
     wd 5e-4) for retaining; the shared baselines use that SGD at η_f, except that Alternate
     RL/SalUn/SCRUB keep η_r for retain phases as the official classification code does."""
-    per_phase = spec.setting == "alternate" and spec.method in ("rl", "salun", "scrub")
-    shared_lr = spec.setting in ("joint", "alternate") and not per_phase
     return build_optimizer(
         spec.setting,
         params,
         forget={"name": "adamw", "lr": spec.eta_f, "weight_decay": 0.05},
         retain={
             "name": "sgd",
-            "lr": spec.eta_f if shared_lr else spec.retain_lr,
+            "lr": spec.eta_f if spec.shared_lr else spec.retain_lr,
             "momentum": 0.9,
             "weight_decay": 5e-4,
         },
         plus={"retain_lr": spec.plus_retain_lr} if spec.setting.startswith("dual_plus") else None,
-        per_phase_lr=per_phase,
+        per_phase_lr=spec.per_phase_lr,
     )
 
 

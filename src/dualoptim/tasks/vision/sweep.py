@@ -1,13 +1,15 @@
 """Sweeps of classification runs: {runs} × {seeds} × {η_f grid}, one record per run.
 
 Each seed's original model and RT are built once (cached) and shared by every run of that
-seed. Records are written as runs finish, so a killed sweep restarts where it stopped.
+seed. Records are written as runs finish, so a killed sweep restarts where it stopped; the
+store, the failed runs and the reuse across output folders are bench.sweeps'.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +22,18 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from dualoptim.bench.records import RecordStore, make_record, record_id
-from dualoptim.bench.tables import check_one_experiment
+from dualoptim.bench.records import make_record, record_id
+from dualoptim.bench.sweeps import (
+    attempt,
+    lr_grid,
+    match_grid,
+    note_failures,
+    open_store,
+    run_record,
+    stored_or_made,
+)
 from dualoptim.config import to_dict
+from dualoptim.tasks.vision.data import ImageData
 from dualoptim.tasks.vision.experiment import (
     METRICS,
     UnlearnSpec,
@@ -52,8 +63,7 @@ def jobs(
 ) -> list[Job]:
     """Every run of the sweep, the η_f the config names (×1) first, so the main table fills
     early. ``absolute``: the grid holds η_f values rather than multipliers."""
-    if not lr_scales or any(not s > 0 for s in lr_scales):
-        raise ValueError(f"the η_f grid must be non-empty and positive, got {list(lr_scales)}")
+    lr_grid(lr_scales)  # checks the grid
     out = []
     for spec in exp.runs:
         base = spec.eta_f
@@ -69,8 +79,9 @@ def _round(x: float) -> float:
     return float(f"{x:.12g}")
 
 
-def _run_id(exp: VisionExperiment, job: Job) -> str:
-    return record_id("run", reference_key(exp, job.seed), exp.train_seed, job.spec, job.seed)
+def _run_id(exp: VisionExperiment, data: ImageData, job: Job) -> str:
+    key = reference_key(exp, data, job.seed)
+    return record_id("run", key, exp.train_seed, job.spec, job.seed)
 
 
 def _config(exp: VisionExperiment, spec: UnlearnSpec | None, seed: int) -> dict[str, Any]:
@@ -84,18 +95,18 @@ def sweep(
     lr_scales: Sequence[float] = (1.0,),
     absolute: bool = False,
     progress: bool = False,
+    retry_failed: bool = False,
 ) -> list[dict[str, Any]]:
     """Run (or read back) every job of ``exp``; returns the reference and run records.
 
-    With ``out_dir``, records go to ``out_dir/records`` and finished runs are not redone.
+    With ``out_dir``, records go to ``out_dir/records`` (and the store under ``cache_dir``):
+    recorded runs are not redone, failed ones (diverged, out of memory) only with
+    ``retry_failed``.
     """
-    todo = jobs(exp, lr_scales, absolute)
-    store = RecordStore(out_dir / "records") if out_dir is not None else None
-    if store is not None:  # one experiment per folder, checked before anything runs
-        earlier = [r for r in store if r["kind"] == "reference"]
-        this = {"config": _config(exp, None, exp.seeds[0]), "seed": exp.seeds[0]}
-        check_one_experiment([*earlier[:1], this])
+    lr_grid(lr_scales)  # the grid is checked before anything is read or trained
     data = load_experiment_data(exp)
+    store = open_store(out_dir, _config(exp, None, exp.seeds[0]), data.fingerprint)
+    todo = jobs(exp, lr_scales if absolute else match_grid(store, lr_scales), absolute)
     for seed in exp.seeds:  # every forget set is checked before anything trains
         forget_split(exp, data, seed)
     worlds: dict[int, World] = {}
@@ -107,25 +118,34 @@ def sweep(
             worlds[seed] = prepare(exp, seed, data)
         return worlds[seed]
 
-    def reference(seed: int) -> None:
-        """RT's record of this seed: read back, or made from the (cached) RT model."""
-        if seed in references:
-            return
-        ref_id = record_id("reference", reference_key(exp, seed))
-        record = store.get(ref_id) if store is not None else None
-        if record is None:
-            record = make_record(
-                id=ref_id,
-                kind="reference",
-                group="RT",
-                seed=seed,
-                metrics=world(seed).rt_metrics,
-                seconds=world(seed).rt_seconds,
-                config=_config(exp, None, seed),
-            )
-            if store is not None:
-                store.put(record)
-        references[seed] = record
+    def reference(seed: int, id: str) -> dict[str, Any]:
+        """RT's record of this seed, made from the (cached) RT model."""
+        return make_record(
+            id=id,
+            kind="reference",
+            group="RT",
+            seed=seed,
+            metrics=world(seed).rt_metrics,
+            seconds=world(seed).rt_seconds,
+            config=_config(exp, None, seed),
+            data_fingerprint=data.fingerprint,
+        )
+
+    def run(job: Job, id: str) -> dict[str, Any]:
+        bar.update(task, description=f"seed {job.seed}: {job.spec.label} η_f={job.spec.eta_f:.3g}")
+        result = attempt(partial(_unlearn, job.spec, world(job.seed), job.seed))
+        return run_record(
+            job.spec,
+            result,
+            id=id,
+            setting=job.spec.setting,
+            seed=job.seed,
+            scale=job.lr_scale,
+            config=_config(exp, job.spec, job.seed),
+            task="vision",
+            extra={},
+            data_fingerprint=data.fingerprint,
+        )
 
     columns = (
         TextColumn("{task.description}"),
@@ -138,35 +158,20 @@ def sweep(
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task("sweep", total=len(todo))
         for job in todo:
-            run_id = _run_id(exp, job)
-            done = store.get(run_id) if store is not None else None
-            reference(job.seed)
-            if done is not None:
-                runs.append(done)
-                bar.advance(task)
-                continue
-            bar.update(
-                task,
-                description=f"seed {job.seed}: {job.spec.label} η_f={job.spec.eta_f:.3g}",
-            )
-            result = run_unlearning(job.spec, world(job.seed), job.seed)
-            seconds, curves = result.pop("seconds"), result.pop("curves")
-            record = make_record(
-                id=run_id,
-                kind="run",
-                group=job.spec.label,
-                seed=job.seed,
-                metrics=result,
-                seconds=seconds,
-                curves=curves,
-                config=_config(exp, job.spec, job.seed),
-                method=job.spec.method,
-                setting=job.spec.setting,
-                lr_scale=job.lr_scale,
-                forget_lr=job.spec.eta_f,
-            )
-            if store is not None:
-                store.put(record)
-            runs.append(record)
+            if job.seed not in references:
+                ref_id = record_id("reference", reference_key(exp, data, job.seed))
+                make = partial(reference, job.seed, ref_id)
+                references[job.seed] = stored_or_made(store, ref_id, make)
+            run_id = _run_id(exp, data, job)
+            runs.append(stored_or_made(store, run_id, partial(run, job, run_id), retry_failed))
             bar.advance(task)
+    note_failures(runs)
     return [*references.values(), *runs]
+
+
+def _unlearn(spec: UnlearnSpec, world: World, seed: int) -> dict[str, Any]:
+    """run_unlearning's result in the shape every task's run record is made from (the
+    classification records keep no step counts)."""
+    result = run_unlearning(spec, world, seed)
+    seconds, curves = result.pop("seconds"), result.pop("curves")
+    return {"metrics": result, "steps": {}, "seconds": seconds, "curves": curves}
