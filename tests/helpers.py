@@ -1,5 +1,5 @@
 """Test helpers: a mixed forget/retain step sequence, prescribed gradients, round trips,
-and a launcher for 2-process (DDP on CPU, gloo) tests."""
+a launcher for 2-process (DDP on CPU, gloo) tests, and traceable toy image sets."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from dualoptim.tasks.images.sets import ImageSet
 
 #: A mixed sequence as the issue asks: F, R x5, F, R, F, F, R.
 MIXED = ("forget", *["retain"] * 5, "forget", "retain", "forget", "forget", "retain")
@@ -63,3 +65,10 @@ def run_ranks(script: Path, out: Path, world: int = 2, timeout: float = 300) -> 
     for p, log in zip(procs, logs, strict=True):
         assert p.returncode == 0, log
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(world)]
+
+
+def toy_images(labels: list[int], classes: int = 10) -> ImageSet:
+    """One 1×2×2 image per label; image i holds the value i/1000 so rows can be traced."""
+    n = len(labels)
+    x = (torch.arange(n, dtype=torch.float32) / 1000).view(n, 1, 1, 1).expand(n, 1, 2, 2)
+    return ImageSet(x.contiguous(), torch.tensor(labels, dtype=torch.int64), classes)

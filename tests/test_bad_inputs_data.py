@@ -14,11 +14,12 @@ import pytest
 import torch
 
 from dualoptim.io import cached_state, read_json, write_tensors
+from dualoptim.tasks.images.loaders import load_data
 from dualoptim.tasks.llm.data import load_split
 from dualoptim.tasks.llm.generator import write_tofu
 from dualoptim.tasks.vision import experiment as vision
 from dualoptim.tasks.vision import sweep as vision_sweep
-from dualoptim.tasks.vision.data import load_data
+from dualoptim.tasks.vision.config import VisionExperiment
 from test_content_caches import tiny_vision, write_images
 
 Snapshot = dict[Path, tuple[bytes, int]]
@@ -138,7 +139,7 @@ def test_a_missing_npz_is_named(tmp_path: Path) -> None:
 
 
 def test_idx_labels_beyond_ten_classes_are_named(tmp_path: Path) -> None:
-    from test_vision_data import IDX_STEMS, idx_arrays, write_idx
+    from test_images_data import IDX_STEMS, idx_arrays, write_idx
 
     arrays = idx_arrays()
     arrays[IDX_STEMS[1]][0] = 10
@@ -162,9 +163,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def vision_cache(
-    trained: tuple[Path, Path], tmp_path: Path
-) -> tuple[vision.VisionExperiment, Path]:
+def vision_cache(trained: tuple[Path, Path], tmp_path: Path) -> tuple[VisionExperiment, Path]:
     """A copy of the trained cache (mtimes kept) this test may damage."""
     path, cache = trained
     shutil.copytree(cache, tmp_path / "cache")
@@ -243,7 +242,8 @@ def test_a_damaged_cached_evaluation_is_named(tmp_path: Path, content: str, says
 
 @pytest.mark.slow  # trains (compiles) a model, or imports diffusers
 def test_a_truncated_diffusion_cache_is_named(tmp_path: Path) -> None:
-    from dualoptim.tasks.diffusion.experiment import DiffusionExperiment, GenDataSpec, World
+    from dualoptim.tasks.diffusion.config import DiffusionExperiment, GenDataSpec
+    from dualoptim.tasks.diffusion.world import World
 
     path = write_images(tmp_path / "set.npz", seed=0)
     cache = tmp_path / "cache"

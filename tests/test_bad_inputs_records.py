@@ -18,7 +18,7 @@ from dualoptim.bench.sweeps import open_store
 from dualoptim.cli import main
 from dualoptim.io import write_json
 from dualoptim.tasks.vision import sweep as sweep_module
-from dualoptim.tasks.vision.experiment import DataSpec, UnlearnSpec, VisionExperiment
+from dualoptim.tasks.vision.config import DataSpec, UnlearnSpec, VisionExperiment
 from dualoptim.tasks.vision.sweep import sweep
 
 

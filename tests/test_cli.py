@@ -14,9 +14,11 @@ import torch
 
 from dualoptim.cli import _experiment, _named_config, _parse, build_parser, main
 from dualoptim.config import ConfigError, load_config
-from dualoptim.tasks.vision.data import ForgetSplit, ImageData, ImageSet
-from dualoptim.tasks.vision.experiment import VisionExperiment, World, build_run, make_optimizer
-from dualoptim.tasks.vision.models import build_model
+from dualoptim.tasks.images.models import build_model
+from dualoptim.tasks.images.sets import ImageData, ImageSet
+from dualoptim.tasks.vision.config import VisionExperiment
+from dualoptim.tasks.vision.experiment import World, build_run, make_optimizer
+from dualoptim.tasks.vision.splits import ForgetSplit
 from dualoptim.unlearn import EngineConfig, unlearn
 
 
@@ -159,7 +161,7 @@ def test_grid_values_may_be_fractions_decimals_or_exponents() -> None:
 
 
 def test_a_config_task_picks_its_experiment_and_an_unknown_task_is_named(tmp_path: Path) -> None:
-    from dualoptim.tasks.llm.experiment import LLMExperiment
+    from dualoptim.tasks.llm.config import LLMExperiment
 
     assert isinstance(
         _experiment(_parse(build_parser(), ["train", "--config", "tofu-tiny"])), LLMExperiment

@@ -214,9 +214,9 @@ def test_unsupported_field_type_is_a_programming_error() -> None:
 
 @pytest.mark.parametrize("empty", ["runs=[]", "seeds=[]"])
 def test_every_task_refuses_an_experiment_that_runs_nothing(empty: str) -> None:
-    from dualoptim.tasks.diffusion.experiment import DiffusionExperiment
-    from dualoptim.tasks.llm.experiment import LLMExperiment
-    from dualoptim.tasks.vision.experiment import VisionExperiment
+    from dualoptim.tasks.diffusion.config import DiffusionExperiment
+    from dualoptim.tasks.llm.config import LLMExperiment
+    from dualoptim.tasks.vision.config import VisionExperiment
 
     for experiment in (VisionExperiment, LLMExperiment, DiffusionExperiment):
         with pytest.raises(ConfigError, match=f"{empty.split('=')[0]} is empty"):

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from dualoptim.io import cached_state, fingerprint, read_tensors
+from dualoptim.tasks.images.train import TrainRecipe
 from dualoptim.tasks.vision import experiment as vision_experiment
 from dualoptim.tasks.vision import sweep as vision_sweep
-from dualoptim.tasks.vision.experiment import DataSpec, UnlearnSpec, VisionExperiment
-from dualoptim.tasks.vision.train import TrainRecipe
+from dualoptim.tasks.vision.config import DataSpec, UnlearnSpec, VisionExperiment
 
 
 def write_images(path: Path, seed: int, classes: int = 3, train: int = 24, test: int = 8) -> Path:
@@ -153,9 +153,10 @@ def test_masks_and_rt_follow_the_forget_rows_and_rt_its_seed(tmp_path: Path) -> 
 
 
 def test_llm_model_keys_follow_the_rows_not_their_folder(tmp_path: Path) -> None:
-    from dualoptim.tasks.llm.experiment import LLMExperiment, ModelSpec, TofuData, World
+    from dualoptim.tasks.llm.config import LLMExperiment, ModelSpec, TofuData
     from dualoptim.tasks.llm.generator import write_tofu
     from dualoptim.tasks.llm.models import TinySpec
+    from dualoptim.tasks.llm.world import World
 
     def world(source: Path) -> World:
         tiny = TinySpec(vocab_size=300, hidden_size=16, intermediate_size=32)
@@ -184,8 +185,8 @@ def test_llm_model_keys_follow_the_rows_not_their_folder(tmp_path: Path) -> None
 
 
 def test_diffusion_keys_follow_the_training_images(tmp_path: Path) -> None:
-    from dualoptim.tasks.diffusion import experiment as diffusion
-    from dualoptim.tasks.diffusion.experiment import DiffusionExperiment, GenDataSpec
+    from dualoptim.tasks.diffusion import world as diffusion
+    from dualoptim.tasks.diffusion.config import DiffusionExperiment, GenDataSpec
 
     class CapturedError(Exception):
         pass

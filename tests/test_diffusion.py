@@ -16,8 +16,16 @@ from torch import Tensor, nn
 from dualoptim.bench.tables import markdown
 from dualoptim.cli import main
 from dualoptim.config import ConfigError, load_config
-from dualoptim.tasks.diffusion import experiment as gexperiment
+from dualoptim.tasks.diffusion import run as grun
 from dualoptim.tasks.diffusion import sweep as gsweep
+from dualoptim.tasks.diffusion.config import (
+    ClassifierSpec,
+    DiffusionExperiment,
+    EvalSpec,
+    GenDataSpec,
+    GenUnlearnSpec,
+    TrainSpec,
+)
 from dualoptim.tasks.diffusion.data import (
     NoiseImages,
     class_split,
@@ -33,18 +41,6 @@ from dualoptim.tasks.diffusion.ddpm import (
     generate,
     guided_noise,
 )
-from dualoptim.tasks.diffusion.experiment import (
-    ClassifierSpec,
-    DiffusionExperiment,
-    EvalSpec,
-    GenDataSpec,
-    GenUnlearnSpec,
-    TrainSpec,
-    World,
-    engine_config,
-    make_optimizer,
-    run_unlearning,
-)
 from dualoptim.tasks.diffusion.methods import (
     SalUn,
     SelectiveAmnesia,
@@ -52,7 +48,9 @@ from dualoptim.tasks.diffusion.methods import (
     pseudo_labels,
 )
 from dualoptim.tasks.diffusion.models import DenoiserSpec, build_denoiser
-from dualoptim.tasks.vision.train import TrainRecipe
+from dualoptim.tasks.diffusion.run import engine_config, make_optimizer, run_unlearning
+from dualoptim.tasks.diffusion.world import World
+from dualoptim.tasks.images.train import TrainRecipe
 from dualoptim.unlearn import RunState
 from dualoptim.unlearn.engine import Engine
 from dualoptim.unlearn.losses import adaptive_ascent
@@ -282,6 +280,51 @@ def test_run_specs_resolve_the_published_defaults() -> None:
     assert engine_config(do, 0, False).schedule.cycle(9, 9) == [("forget", 1), ("retain", 1)]
 
 
+#: What make_optimizer built for each setting before the settings applied the η_f/η_r rule
+#: themselves (values recorded from that code): the optimizer, its inner optimizer or DO+'s
+#: state bits, and the η_r it used for SA at η_f 2e-4, η_r 3e-5 (shared settings: η_f).
+@pytest.mark.parametrize(
+    ("setting", "kind", "inner", "bits", "eta_r"),
+    [
+        ("joint", "SharedOptimizer", "Adam", None, 2e-4),
+        ("alternate", "SharedOptimizer", "Adam", None, 2e-4),
+        ("dual", "DualOptimizer", "Adam", None, 3e-5),
+        ("dual_8bit", "DualOptimizer", "Adam8bit", None, 3e-5),
+        ("dual_plus", "DualOptimPlus", None, 32, 3e-5),
+        ("dual_plus_8bit", "DualOptimPlus", None, 8, 3e-5),
+    ],
+)
+def test_each_setting_builds_the_optimizer_it_always_built(
+    setting: str, kind: str, inner: str | None, bits: int | None, eta_r: float
+) -> None:
+    model = nn.Linear(3, 2)
+    explicit = GenUnlearnSpec("sa", setting, forget_lr=2e-4, retain_lr=3e-5)
+    default = GenUnlearnSpec("salun", setting)  # η_r unset: η_f, the published 1e-5
+    for spec, (eta_f, expected_eta_r) in ((explicit, (2e-4, eta_r)), (default, (1e-5, 1e-5))):
+        optimizer = make_optimizer(spec, model)
+        assert type(optimizer).__name__ == kind
+        (group,) = optimizer.param_groups
+        hyper = {k: v for k, v in group.items() if k != "params"}
+        steps = {"lr": 1.0, "forget_lr": eta_f, "retain_lr": expected_eta_r}
+        if inner is None:  # DO+ with its own defaults: nothing else passed
+            plus = {"betas": (0.9, 0.95), "base_betas": (0.9, 0.95), "eps": 1e-8}
+            plus |= {"weight_decay": 0.0, "alpha": 1.0, "min_8bit_size": 4096}
+            assert hyper == {**steps, **plus, "state_bits": bits, "bound_update": True}
+            continue
+        assert hyper == steps
+        shared = optimizer.inner["forget"] is optimizer.inner["retain"]
+        assert shared == (kind == "SharedOptimizer")
+        for objective, lr in (("forget", eta_f), ("retain", expected_eta_r)):
+            assert type(optimizer.inner[objective]).__name__ == inner
+            (inner_group,) = optimizer.inner[objective].param_groups
+            assert (inner_group["lr"], inner_group["betas"], inner_group["eps"]) == (
+                lr,
+                (0.9, 0.999),
+                1e-8,
+            )
+            assert inner_group["weight_decay"] == 0
+
+
 def test_bad_configs_fail_early_with_the_key_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown method"):
         GenUnlearnSpec("ga")
@@ -424,7 +467,7 @@ def test_a_killed_unlearning_run_resumes_to_the_same_result(
 ) -> None:
     run = GenUnlearnSpec("sa", "dual", iterations=4, batch_size=16, replay_per_class=8)
     world = World(_toy_experiment(toy, toy_cache, (run,)), progress=False)
-    monkeypatch.setattr(gexperiment, "CHECKPOINT_EVERY", 3)
+    monkeypatch.setattr(grun, "CHECKPOINT_EVERY", 3)
     whole = run_unlearning(run, world, 0, seed=1)
 
     save = Engine.save_checkpoint
@@ -481,7 +524,7 @@ def test_paper_configs_make_one_step_of_each_run_on_a_tiny_input(
     for record, spec in zip(records[1:], exp.runs, strict=True):
         steps = record["metrics"]
         expected = (
-            {"joint": 1.0} if spec.resolved_setting == "joint" else {"forget": 1.0, "retain": 1.0}
+            {"joint": 1.0} if spec.optimizer_setting.joint else {"forget": 1.0, "retain": 1.0}
         )
         assert {k[6:]: v for k, v in steps.items() if k.startswith("steps/") and v} == expected
 

@@ -20,7 +20,7 @@ from dualoptim.tasks.diffusion.metrics import (
     frechet_distance,
     save_sample_grid,
 )
-from dualoptim.tasks.vision.models import build_model, penultimate_features
+from dualoptim.tasks.images.models import build_model, penultimate_features
 
 D = 8
 

@@ -22,10 +22,10 @@ from dualoptim.bench.sweeps import attempt
 from dualoptim.bench.tables import main_table, rows_csv, sensitivity_table, summarize
 from dualoptim.cli import main
 from dualoptim.tasks.diffusion import sweep as diffusion_sweep
+from dualoptim.tasks.images.train import TrainRecipe
 from dualoptim.tasks.vision import sweep as sweep_module
-from dualoptim.tasks.vision.experiment import DataSpec, UnlearnSpec, VisionExperiment
+from dualoptim.tasks.vision.config import DataSpec, UnlearnSpec, VisionExperiment
 from dualoptim.tasks.vision.sweep import METRICS, sweep
-from dualoptim.tasks.vision.train import TrainRecipe
 from dualoptim.unlearn.errors import RunDivergedError
 
 

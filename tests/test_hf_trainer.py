@@ -25,8 +25,11 @@ from dualoptim.integrations.hf_trainer import (
     PairedDataset,
     recipe_optimizer,
 )
+from dualoptim.integrations.hf_trainer.logs import PhaseLosses
+from dualoptim.integrations.hf_trainer.optimizer import plus_options
+from dualoptim.integrations.hf_trainer.phases import PhaseCycle, losses_of
 from dualoptim.optim import DualOptimizer, OptimizerSpec, SharedOptimizer
-from dualoptim.optim.settings import build_optimizer
+from dualoptim.optim.settings import Setting, build_optimizer
 from dualoptim.unlearn.method import RunState
 from dualoptim.unlearn.schedule import Schedule, objective_at
 
@@ -220,6 +223,39 @@ def test_paired_dataset_cycles_the_shorter_side():
     assert len(PairedDataset(["f0"], None)) == 1
     with pytest.raises(IndexError):
         data[5]
+
+
+def test_phase_cycle_is_a_function_of_the_step():
+    cycle = PhaseCycle(1, 5, joint=False)
+    assert [cycle.objective_at(s) for s in range(7)] == ["forget", *["retain"] * 5, "forget"]
+    assert [cycle.cycle_at(s) for s in (0, 5, 6, 13)] == [0, 0, 1, 2]
+    assert cycle.needed == {"forget", "retain"}
+    assert PhaseCycle(2, 0, joint=False).needed == {"forget"}
+    joint = PhaseCycle(3, 5, joint=True)
+    assert joint.needed == {"forget", "retain"}  # a joint step sums both losses
+    assert (joint.objective_at(4), joint.cycle_at(4)) == (None, 1)
+    assert losses_of(None) == ("forget", "retain")
+    assert losses_of("retain") == ("retain",)
+    with pytest.raises(ValueError, match="joint steps per cycle"):
+        PhaseCycle(0, 5, joint=True)
+
+
+def test_phase_losses_are_means_over_micro_batches_and_steps():
+    losses = PhaseLosses()
+    for value in (2.0, 4.0):  # a forget step of two accumulated micro-batches: mean 3
+        losses.record("forget", torch.tensor(value, requires_grad=True))
+        losses.end_micro_batch(2)
+    losses.end_step(["forget"])
+    losses.record("forget", torch.tensor(6.0))  # a joint step: both kinds count
+    losses.record("retain", torch.tensor(1.0))
+    losses.end_micro_batch(1)
+    losses.end_step(losses_of(None))
+    assert losses.pop_means(None) == {"loss/forget": 4.5, "loss/retain": 1.0}
+    assert losses.pop_means(None) == {}  # started over
+    losses.record("retain", torch.tensor(3.0))
+    losses.end_micro_batch(1)
+    losses.end_step(["retain"])
+    assert losses.pop_means(lambda total: total / 2) == {"loss/retain": 1.5}  # the reduction
 
 
 # ---------------------------------------------------------------------------------- phases
@@ -418,6 +454,19 @@ def test_evaluation_batches_use_the_trainers_own_loss(tmp_path):
         batch = {k: torch.stack([e[k] for e in RETAIN[:4]]) for k in ("input_ids", "labels")}
         expected = trainer.model(**batch).loss
     assert metrics["eval_loss"] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_plus_options_default_to_an_adam_type_retain_optimizer():
+    adam = OptimizerSpec("adamw", {"lr": 3e-4, "betas": (0.8, 0.9), "eps": 1e-6})
+    assert plus_options(Setting("dual_plus"), None, adam) == {
+        "retain_lr": 3e-4,
+        "betas": (0.8, 0.9),
+        "eps": 1e-6,
+    }
+    assert plus_options(Setting("dual_plus_8bit"), {"retain_lr": 1e-4}, adam)["retain_lr"] == 1e-4
+    sgd = OptimizerSpec("sgd", {"lr": 0.1, "momentum": 0.9})
+    assert plus_options(Setting("dual_plus"), {"alpha": 0.5}, sgd) == {"alpha": 0.5}
+    assert plus_options(Setting("dual"), None, adam) is None  # not DO+: passed through
 
 
 # ---------------------------------------------------------------------------------- errors

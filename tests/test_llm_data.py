@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -381,6 +383,16 @@ def test_generated_fact_sets() -> None:
             assert r["answer"].lower() in r["original_answer"].lower()
             assert len(set(r["perturbed_answer"])) == 3
             assert r["answer"] not in r["perturbed_answer"]
+
+
+def test_generator_facts_ship_as_package_data() -> None:
+    """A wheel without the JSON would install, then fail at the generator's import."""
+    root = Path(__file__).resolve().parents[1]
+    setup = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["tool"]
+    patterns = setup["setuptools"]["package-data"]["dualoptim"]
+    facts = Path(generator.__file__).with_name("generator_facts.json")
+    relative = facts.relative_to(root / "src" / "dualoptim").as_posix()
+    assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), patterns
 
 
 def test_generator_rejects_bad_sizes() -> None:

@@ -42,10 +42,11 @@ class Recording:
 
 
 def _train(setting: str, accelerator) -> tuple[dict[str, torch.Tensor], list]:
+    from dualoptim.tasks.llm.config import LLMUnlearnSpec
     from dualoptim.tasks.llm.data import load_split
-    from dualoptim.tasks.llm.experiment import LLMUnlearnSpec, engine_config, make_optimizer
     from dualoptim.tasks.llm.format import Formatter, PairSource, PromptFormat
     from dualoptim.tasks.llm.models import TinySpec, tiny_llama, train_tokenizer
+    from dualoptim.tasks.llm.run import engine_config, make_optimizer
     from dualoptim.unlearn import unlearn
 
     forget, retain = load_split("forget05"), load_split("retain95")[:24]

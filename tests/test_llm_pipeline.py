@@ -13,18 +13,14 @@ import torch
 from dualoptim.bench.metric_table import metric_csv, metric_rows, metric_table
 from dualoptim.cli import _named_config, main
 from dualoptim.config import load_config
+from dualoptim.tasks.llm.config import LLMExperiment, LLMUnlearnSpec
 from dualoptim.tasks.llm.data import load_split
-from dualoptim.tasks.llm.experiment import (
-    LLMExperiment,
-    LLMUnlearnSpec,
-    World,
-    engine_config,
-    make_optimizer,
-)
 from dualoptim.tasks.llm.format import IGNORE, Formatter, PairSource, PromptFormat
 from dualoptim.tasks.llm.methods import LLMMethod
 from dualoptim.tasks.llm.models import TinySpec, tiny_llama, train_tokenizer
+from dualoptim.tasks.llm.run import engine_config, make_optimizer
 from dualoptim.tasks.llm.sweep import METRICS, sweep
+from dualoptim.tasks.llm.world import World
 from dualoptim.unlearn import Schedule, unlearn
 
 TEXTS = [it.question + " " + it.answer for it in load_split("full")]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dualoptim import DualOptimizer, DualOptimPlus, SharedOptimizer
-from dualoptim.optim.settings import SETTINGS, build_optimizer, is_joint
+from dualoptim.optim.settings import SETTINGS, Setting, build_optimizer, is_joint
 
 FORGET = {"name": "adamw", "lr": 5e-4, "weight_decay": 0.05}
 RETAIN = {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
@@ -74,4 +74,83 @@ def test_bad_settings_are_named(setting: str, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         build_optimizer(
             setting, torch.nn.Linear(2, 2).parameters(), forget=FORGET, retain=RETAIN, **kwargs
+        )
+
+
+@pytest.mark.parametrize(
+    ("name", "joint", "shared", "plus", "eight_bit", "base"),
+    [
+        ("joint", True, True, False, False, "joint"),
+        ("alternate", False, True, False, False, "alternate"),
+        ("dual", False, False, False, False, "dual"),
+        ("dual_8bit", False, False, False, True, "dual"),
+        ("dual_plus", False, False, True, False, "dual_plus"),
+        ("dual_plus_8bit", False, False, True, True, "dual_plus"),
+    ],
+)
+def test_a_setting_resolves_to_what_it_means(
+    name: str, joint: bool, shared: bool, plus: bool, eight_bit: bool, base: str
+) -> None:
+    s = Setting(name)
+    assert (s.joint, s.shared, s.plus, s.eight_bit, s.base) == (
+        joint,
+        shared,
+        plus,
+        eight_bit,
+        base,
+    )
+
+
+def test_an_unknown_setting_is_refused_when_resolved() -> None:
+    with pytest.raises(ValueError, match=r"unknown optimizer setting 'dual\+'"):
+        Setting("dual+")
+
+
+ETA_F, ETA_R = 3e-4, 0.02
+SIDES = {
+    "forget": {"name": "adamw", "weight_decay": 0.05},
+    "retain": {"name": "sgd", "momentum": 0.9},
+}
+
+
+def by_step_sizes(setting: str, **kwargs):
+    return build_optimizer(
+        setting,
+        torch.nn.Linear(80, 64).parameters(),
+        **SIDES,
+        forget_lr=ETA_F,
+        retain_lr=ETA_R,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "kwargs", "forget", "retain"),
+    [
+        ("joint", {}, ETA_F, ETA_F),  # one shared state steps at η_f
+        ("alternate", {}, ETA_F, ETA_F),
+        ("alternate", {"per_phase_lr": True}, ETA_F, ETA_R),
+        ("dual", {}, ETA_F, ETA_R),
+        ("dual_8bit", {}, ETA_F, ETA_R),
+        ("dual_plus", {"plus": {"compile": False}}, ETA_F, ETA_R),  # η_r is DO+'s retain_lr
+        ("dual_plus_8bit", {"plus": {"compile": False}}, ETA_F, ETA_R),
+    ],
+)
+def test_build_optimizer_applies_the_step_size_rule_once(
+    setting: str, kwargs: dict, forget: float, retain: float
+) -> None:
+    opt = by_step_sizes(setting, **kwargs)
+    assert opt.lr_of("forget") == pytest.approx(forget)
+    assert opt.lr_of("retain") == pytest.approx(retain)
+
+
+def test_a_step_size_given_twice_is_refused() -> None:
+    with pytest.raises(ValueError, match="give the forget step size once"):
+        build_optimizer(
+            "dual",
+            torch.nn.Linear(2, 2).parameters(),
+            forget=FORGET,
+            retain=SIDES["retain"],
+            forget_lr=ETA_F,
+            retain_lr=ETA_R,
         )

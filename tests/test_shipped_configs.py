@@ -27,8 +27,8 @@ import yaml
 from dualoptim.bench.records import RecordStore
 from dualoptim.bench.report import _recipe, timing_note, write_report
 from dualoptim.cli import _experiment, _shipped_configs, main
-from dualoptim.tasks.llm.experiment import load_splits
-from dualoptim.tasks.vision.experiment import UnlearnSpec
+from dualoptim.tasks.llm.world import load_splits
+from dualoptim.tasks.vision.config import UnlearnSpec
 from dualoptim.tasks.vision.sweep import METRICS
 
 ROOT = Path(__file__).resolve().parents[1]

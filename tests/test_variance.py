@@ -17,7 +17,12 @@ import numpy as np
 import pytest
 
 from dualoptim.cli import main
-from dualoptim.experiments.variance import Setting, VarianceConfig, exact_variance, run_variance
+from dualoptim.variance_study.variance import (
+    Setting,
+    VarianceConfig,
+    exact_variance,
+    run_variance,
+)
 
 THEOREM = VarianceConfig(lr=0.05, forget_loss="descent", ratio=(1, 1), n_seeds=256, steps=300)
 

@@ -6,17 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from dualoptim.tasks.vision.experiment import (
+from dualoptim.tasks.images.train import TrainRecipe
+from dualoptim.tasks.vision.config import (
     DEFAULT_FORGET_LR,
     METHOD_NAMES,
     DataSpec,
     UnlearnSpec,
     VisionExperiment,
-    evaluate_model,
-    prepare,
-    run_unlearning,
 )
-from dualoptim.tasks.vision.train import TrainRecipe
+from dualoptim.tasks.vision.experiment import evaluate_model, prepare, run_unlearning
 
 
 def tiny(cache: Path) -> VisionExperiment:

@@ -9,20 +9,19 @@ import pytest
 import torch
 
 from dualoptim.optim.settings import build_optimizer
-from dualoptim.tasks.vision.data import load_data, make_forget_split
+from dualoptim.tasks.images.loaders import load_data
+from dualoptim.tasks.images.models import build_model
+from dualoptim.tasks.images.train import FT, ImageSource, TrainRecipe, train_classifier
 from dualoptim.tasks.vision.methods import (
-    FT,
     GA,
     RL,
     SCRUB,
-    ImageSource,
     SalUn,
     SFRon,
     mean_gradients,
     top_fraction_mask,
 )
-from dualoptim.tasks.vision.models import build_model
-from dualoptim.tasks.vision.train import TrainRecipe, train_classifier
+from dualoptim.tasks.vision.splits import make_forget_split
 from dualoptim.unlearn import EngineConfig, PhaseOptions, RunState, Schedule, unlearn
 
 FORGET = {"name": "adamw", "lr": 1e-2, "weight_decay": 0.05}

@@ -11,10 +11,10 @@ import pytest
 
 from dualoptim.bench.records import RecordStore
 from dualoptim.bench.report import rebuild_report, write_report
+from dualoptim.tasks.images.train import TrainRecipe
 from dualoptim.tasks.vision import sweep as sweep_module
-from dualoptim.tasks.vision.experiment import DataSpec, UnlearnSpec, VisionExperiment
+from dualoptim.tasks.vision.config import DataSpec, UnlearnSpec, VisionExperiment
 from dualoptim.tasks.vision.sweep import METRICS, jobs, sweep
-from dualoptim.tasks.vision.train import TrainRecipe
 
 REPORT_FILES = ("report.md", "table.csv", "sensitivity.csv", "summary.json")
 

@@ -2,6 +2,10 @@
 
 Each subcommand registers itself in :func:`build_parser` with a ``handler``; adding one
 (train, unlearn, bench, report) is one ``_add_*`` function and one handler.
+
+Over 400 lines: the per-task reference commands and result tables (``_llm_models``,
+``_diffusion_models``, ``TABLES``) live here until the Task protocol moves them into the
+tasks (issue 14).
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ def _positive_number(text: str) -> float:
 
 def _demo(args: argparse.Namespace) -> int:
     # Imported here so that `dualoptim --help` does not pay for matplotlib and the study.
-    from dualoptim.experiments.variance_report import run_demo
+    from dualoptim.variance_study.variance_report import run_demo
 
     run_demo(args.out, n_seeds=args.seeds, steps=args.steps)
     return 0
@@ -81,9 +85,9 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
 #: diffusion tasks bring transformers and diffusers (and with it bitsandbytes), which a
 #: classification command never needs.
 EXPERIMENTS = {
-    "vision": "dualoptim.tasks.vision.experiment:VisionExperiment",
-    "llm": "dualoptim.tasks.llm.experiment:LLMExperiment",
-    "diffusion": "dualoptim.tasks.diffusion.experiment:DiffusionExperiment",
+    "vision": "dualoptim.tasks.vision.config:VisionExperiment",
+    "llm": "dualoptim.tasks.llm.config:LLMExperiment",
+    "diffusion": "dualoptim.tasks.diffusion.config:DiffusionExperiment",
 }
 
 
@@ -262,7 +266,7 @@ def _models(args: argparse.Namespace) -> int:
 
 def _llm_models(args: argparse.Namespace, exp) -> int:
     """train: the target; retrain: the retain model; evaluate: both, on the TOFU suite."""
-    from dualoptim.tasks.llm.experiment import World
+    from dualoptim.tasks.llm.world import World
 
     world = World(exp)
     columns = ("forget_quality", "model_utility", "forget/rouge", "retain/rouge", "UFE", "MU")
@@ -282,7 +286,7 @@ def _llm_models(args: argparse.Namespace, exp) -> int:
 def _diffusion_models(args: argparse.Namespace, exp) -> int:
     """train: the original denoiser and the classifier; evaluate: the original's FA/FID for
     each forgotten class. There is no retrained reference: Table 2 starts from the original."""
-    from dualoptim.tasks.diffusion.experiment import World
+    from dualoptim.tasks.diffusion.world import World
 
     if args.command == "retrain":
         raise ValueError(

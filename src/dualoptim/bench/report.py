@@ -62,7 +62,7 @@ def _run_options(record: Mapping[str, Any]) -> dict[str, Any]:
     options = {k: v for k, v in record["config"]["runs"][0].items() if k != "forget_lr"}
     if record.get("task", "vision") != "vision":
         return options
-    from dualoptim.tasks.vision.experiment import UnlearnSpec
+    from dualoptim.tasks.vision.config import UnlearnSpec
 
     used = from_dict(UnlearnSpec, record["config"]["runs"][0]).used_options()
     return {k: v for k, v in options.items() if k in used}

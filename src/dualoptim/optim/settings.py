@@ -15,14 +15,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
 from dualoptim.optim.dual import DualOptimizer, SharedOptimizer, SpecLike
 from dualoptim.optim.inner import OptimizerSpec
 from dualoptim.optim.objective import ObjectiveOptimizer
 from dualoptim.optim.plus import DualOptimPlus
 
-SETTINGS = ("joint", "alternate", "dual", "dual_8bit", "dual_plus", "dual_plus_8bit")
+SettingName = Literal["joint", "alternate", "dual", "dual_8bit", "dual_plus", "dual_plus_8bit"]
+SETTINGS: tuple[str, ...] = get_args(SettingName)
 #: Keys a ``plus`` mapping may hold (DualOptimPlus arguments).
 PLUS_KEYS = frozenset(
     {
@@ -40,9 +42,44 @@ PLUS_KEYS = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class Setting:
+    """What a setting name means, resolved once: tasks, the engine and reports ask these
+    properties instead of testing the name's spelling."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        check_setting(self.name)
+
+    @property
+    def joint(self) -> bool:
+        """The engine sums the two losses into one step (the Joint baseline)."""
+        return self.name == "joint"
+
+    @property
+    def shared(self) -> bool:
+        """One optimizer state for both objectives (Joint, Alternate): it steps at η_f."""
+        return self.name in ("joint", "alternate")
+
+    @property
+    def plus(self) -> bool:
+        """DualOptimPlus (Adam-type on both sides: η_r is on Adam's scale)."""
+        return self.name.startswith("dual_plus")
+
+    @property
+    def eight_bit(self) -> bool:
+        return self.name.endswith("_8bit")
+
+    @property
+    def base(self) -> str:
+        """The setting with full-precision states: 8-bit variants share its defaults."""
+        return self.name.removesuffix("_8bit")
+
+
 def is_joint(setting: str) -> bool:
     """Whether the engine should sum the two losses into one step (the Joint baseline)."""
-    return check_setting(setting) == "joint"
+    return Setting(setting).joint
 
 
 def check_setting(setting: str) -> str:
@@ -51,6 +88,17 @@ def check_setting(setting: str) -> str:
             f"unknown optimizer setting {setting!r}; choose one of {', '.join(SETTINGS)}"
         )
     return setting
+
+
+def _at(spec: SpecLike, lr: float | None, side: str) -> SpecLike:
+    """``spec`` with step size ``lr``; a spec that names its own lr as well is ambiguous."""
+    if lr is None:
+        return spec
+    if not isinstance(spec, Mapping) or "lr" in spec:
+        raise ValueError(
+            f"give the {side} step size once: as {side}_lr, with {side} a mapping without 'lr'"
+        )
+    return {**spec, "lr": lr}
 
 
 def build_optimizer(
@@ -62,6 +110,8 @@ def build_optimizer(
     plus: Mapping[str, Any] | None = None,
     per_phase_lr: bool = False,
     lr: float = 1.0,
+    forget_lr: float | None = None,
+    retain_lr: float | None = None,
 ) -> ObjectiveOptimizer:
     """Build the optimizer of ``setting``.
 
@@ -73,14 +123,23 @@ def build_optimizer(
         per_phase_lr: Alternate only -- forget phases use ``forget``'s lr instead of the
             shared one (the official classification RL/SalUn/SCRUB baselines do this).
         lr: schedulable factor on every step size.
+        forget_lr / retain_lr: η_f and η_r, with ``forget`` and ``retain`` mappings that name
+            no lr. The rule of the shared settings is applied here, once: their one state
+            steps at η_f (η_r only in Alternate's retain phases with ``per_phase_lr``), and
+            DO+ takes η_r as its (Adam-scale) ``retain_lr``.
     """
-    check_setting(setting)
+    resolved = Setting(setting)
+    if retain_lr is not None and resolved.shared and not per_phase_lr:
+        retain_lr = forget_lr
+    if retain_lr is not None and resolved.plus:
+        plus = {"retain_lr": retain_lr, **(plus or {})}
+    forget, retain = _at(forget, forget_lr, "forget"), _at(retain, retain_lr, "retain")
     forget_spec, retain_spec = OptimizerSpec.parse(forget), OptimizerSpec.parse(retain)
     if per_phase_lr and setting != "alternate":
         raise ValueError("per_phase_lr applies to the 'alternate' setting only")
-    if plus is not None and not setting.startswith("dual_plus"):
+    if plus is not None and not resolved.plus:
         raise ValueError(f"'plus' options apply to dual_plus settings, not {setting!r}")
-    if setting in ("joint", "alternate"):
+    if resolved.shared:
         return SharedOptimizer(
             params,
             retain_spec,
@@ -103,5 +162,5 @@ def build_optimizer(
         )
     options.setdefault("forget_lr", forget_spec.lr)
     options.setdefault("weight_decay", forget_spec.kwargs.get("weight_decay", 0.0))
-    state_bits = 8 if setting == "dual_plus_8bit" else 32
+    state_bits = 8 if resolved.eight_bit else 32
     return DualOptimPlus(params, lr=lr, state_bits=state_bits, **options)

@@ -11,6 +11,10 @@ batch streams' positions, the RNG states, the curves so far and the world size, 
 written atomically and loaded with ``weights_only=True``. Everything in it is checked before
 anything is restored. A resumed run ends bit-identical to an uninterrupted one
 (tests/test_engine.py).
+
+Over 400 lines: the loop and its checkpoint are one state machine. The checkpoint saves and
+checks exactly the loop's position, streams, curves and RNG, so apart they would split one
+invariant across two files.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from dualoptim.io import fingerprint
-from dualoptim.tasks.vision.data import ImageData, ImageSet, load_data
+from dualoptim.tasks.images.loaders import load_data
+from dualoptim.tasks.images.sets import ImageData, ImageSet
 
 #: Class names of the data sets with named classes (others are called by their index).
 CLASS_NAMES: dict[str, tuple[str, ...]] = {
@@ -109,7 +110,7 @@ def load_generation_data(
     per_class_test: int | None = None,
     seed: int = 0,
 ) -> GenerationData:
-    """A data set of ``dualoptim.tasks.vision.data`` at ``image_size`` (None: as stored)."""
+    """A data set of ``dualoptim.tasks.images.loaders`` at ``image_size`` (None: as stored)."""
     if image_size is not None and image_size < 8:
         raise ValueError(f"image_size must be >= 8, got {image_size}")
     data: ImageData = load_data(

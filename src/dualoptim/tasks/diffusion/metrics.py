@@ -27,7 +27,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from tqdm.auto import tqdm
 
 from dualoptim.io import atomic_write
-from dualoptim.tasks.vision.models import penultimate_features
+from dualoptim.tasks.images.models import penultimate_features
 
 #: Tolerance on the [0, 1] image range (float rounding in a sampler's last step).
 RANGE_TOLERANCE = 1e-6

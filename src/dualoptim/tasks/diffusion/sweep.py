@@ -32,12 +32,9 @@ from dualoptim.bench.sweeps import (
 )
 from dualoptim.bench.tables import markdown
 from dualoptim.config import to_dict
-from dualoptim.tasks.diffusion.experiment import (
-    DiffusionExperiment,
-    GenUnlearnSpec,
-    World,
-    run_unlearning,
-)
+from dualoptim.tasks.diffusion.config import DiffusionExperiment, GenUnlearnSpec
+from dualoptim.tasks.diffusion.run import run_unlearning
+from dualoptim.tasks.diffusion.world import World
 
 REFERENCE = "original"
 #: Per forgotten class (Table 2), then averages over the classes.

@@ -17,6 +17,9 @@ Facts checked on the real files (locuslab/TOFU; asserted in ``tests/test_llm_dat
   their rows has 5 distinct perturbed answers, none equal to the paraphrased answer.
 - ``real_authors_perturbed`` (100) and ``world_facts_perturbed`` (117) have a short answer, a
   sentence ``original_answer`` and 3 distinct wrong answers.
+
+The split names live in ``splits`` and are re-exported here; ``source=None`` reads the built-in
+``generator``'s data.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from dualoptim.tasks.llm.generator import generate_tofu
+from dualoptim.tasks.llm.splits import EVAL_SPLITS, FACT_SPLITS, FORGET_SPLITS, RETAIN_OF, SPLITS
 
 __all__ = [
     "EVAL_SPLITS",
@@ -39,16 +45,6 @@ __all__ = [
     "split_sizes",
 ]
 
-FORGET_SPLITS: tuple[str, ...] = ("forget01", "forget05", "forget10")
-RETAIN_OF: dict[str, str] = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
-_FACT_SPLITS = ("real_authors_perturbed", "world_facts_perturbed")
-#: Splits with perturbed answers, used for evaluation (truth ratio, probabilities).
-EVAL_SPLITS: tuple[str, ...] = (
-    *(f"{f}_perturbed" for f in FORGET_SPLITS),
-    "retain_perturbed",
-    *_FACT_SPLITS,
-)
-SPLITS: tuple[str, ...] = ("full", *FORGET_SPLITS, *RETAIN_OF.values(), *EVAL_SPLITS)
 HUB_REPO = "locuslab/TOFU"
 
 _TEXT_FIELDS = (
@@ -117,8 +113,6 @@ def split_sizes(source: str | Path | None = None) -> dict[str, int]:
 
 @lru_cache(maxsize=1)
 def _builtin() -> dict[str, tuple[TofuItem, ...]]:
-    from dualoptim.tasks.llm.generator import generate_tofu  # it imports this module
-
     return {
         split: tuple(_item(row, split, f"built-in {split}, row {i}") for i, row in enumerate(rows))
         for split, rows in generate_tofu().items()
@@ -176,7 +170,7 @@ def _item(row: object, split: str, where: str) -> TofuItem:
     if not isinstance(row, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
     required = ["question", "answer"]
-    if split in _FACT_SPLITS:
+    if split in FACT_SPLITS:
         required += ["original_answer", "perturbed_answer"]
     elif split in EVAL_SPLITS:
         required += ["paraphrased_answer", "paraphrased_question", "perturbed_answer"]

@@ -29,7 +29,9 @@ from dualoptim.bench.sweeps import (
 )
 from dualoptim.bench.tables import markdown
 from dualoptim.config import to_dict
-from dualoptim.tasks.llm.experiment import LLMExperiment, LLMUnlearnSpec, World, run_unlearning
+from dualoptim.tasks.llm.config import LLMExperiment, LLMUnlearnSpec
+from dualoptim.tasks.llm.run import run_unlearning
+from dualoptim.tasks.llm.world import World
 
 #: Table 3's columns (forget efficacy, model utility, overall), then TOFU's own numbers.
 METRICS = (

@@ -12,167 +12,28 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import torch
 from torch import nn
 
-from dualoptim.config import require_runs_and_seeds
 from dualoptim.io import cached_state, fingerprint, read_json, write_json
 from dualoptim.optim.objective import ObjectiveOptimizer
 from dualoptim.optim.settings import build_optimizer
-from dualoptim.tasks.vision.data import (
-    DATASETS,
-    ForgetSplit,
-    ImageData,
-    load_data,
-    make_forget_split,
-)
-from dualoptim.tasks.vision.methods import FT, GA, RL, SCRUB, ImageSource, SalUn, SFRon
+from dualoptim.tasks.images.loaders import load_data
+from dualoptim.tasks.images.models import build_model
+from dualoptim.tasks.images.sets import ImageData
+from dualoptim.tasks.images.train import FT, ImageSource, train_classifier
+from dualoptim.tasks.vision.config import UnlearnSpec, VisionExperiment
+from dualoptim.tasks.vision.methods import GA, RL, SCRUB, SalUn, SFRon
 from dualoptim.tasks.vision.metrics import evaluate
-from dualoptim.tasks.vision.models import MODELS, build_model
-from dualoptim.tasks.vision.train import TrainRecipe, train_classifier
+from dualoptim.tasks.vision.splits import ForgetSplit, make_forget_split
 from dualoptim.unlearn import EngineConfig, PhaseOptions, RunState, Schedule, unlearn
 from dualoptim.unlearn.engine import Evaluate
 
-MethodName = Literal["ft", "ga", "rl", "salun", "scrub", "sfron"]
-METHOD_NAMES: tuple[str, ...] = get_args(MethodName)
-SettingName = Literal["joint", "alternate", "dual", "dual_8bit", "dual_plus", "dual_plus_8bit"]
-METRICS = ("FA", "RA", "TA", "MIA")
 CURVE_SAMPLE = 2000  # rows of D_r and of D_test evaluated for each point of a curve
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    name: str = "digits"
-    root: str | None = None
-    per_class_train: int | None = None
-    per_class_test: int | None = None
-    forget_fraction: float | None = 0.1
-    forget_classes: tuple[int, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if (self.forget_fraction is None) == (self.forget_classes is None):
-            raise ValueError("set exactly one of forget_fraction and forget_classes")
-        if self.forget_fraction is not None and not 0 < self.forget_fraction < 1:
-            raise ValueError(f"forget_fraction must lie in (0, 1), got {self.forget_fraction}")
-
-
-# η_f per method and setting (the 8-bit settings share their fp32 setting's), tuned with
-# `dualoptim tune` (SPEC §1.3: η_r fixed at 0.01 for SGD and at 1e-4 for DO+'s retain side;
-# the lowest Gap averaged over 3 seeds on the grids 1e-4..0.3 for SGD, 1e-5..3e-3 for AdamW
-# and DO+) on digits with a small CNN, 10% random forgetting and the scaled recipe of
-# configs/vision/digits-all.yaml. Elsewhere they are starting points: re-tune on new data
-# (docs/classification.md has the measured grids). Joint runs one SGD step size on
-# L_f + L_r; Alternate RL/SalUn/SCRUB use η_f for forget phases and η_r for retain phases.
-# FT and GA are single-objective baselines with a default under Alternate only; FT never
-# takes a forget step, so its one step size is η_r's 0.01 (not tuned).
-DEFAULT_FORGET_LR: dict[str, dict[str, float]] = {
-    "ft": {"alternate": 0.01},
-    "ga": {"alternate": 0.03},
-    "rl": {"joint": 3e-4, "alternate": 0.1, "dual": 1e-4, "dual_plus": 1e-4},
-    "salun": {"joint": 3e-4, "alternate": 1e-3, "dual": 1e-4, "dual_plus": 3e-4},
-    "scrub": {"joint": 0.03, "alternate": 1e-3, "dual": 1e-3, "dual_plus": 1e-3},
-    "sfron": {"joint": 0.03, "alternate": 0.1, "dual": 1e-4, "dual_plus": 3e-4},
-}
-
-
-@dataclass(frozen=True)
-class UnlearnSpec:
-    """One method under one optimizer setting, with its step sizes and length."""
-
-    method: MethodName = "sfron"
-    setting: SettingName = "dual"
-    # η_f: AdamW's (dual), DO+'s (dual_plus) or the shared SGD's (joint, alternate);
-    # None takes the tuned default of DEFAULT_FORGET_LR
-    forget_lr: float | None = None
-    retain_lr: float = 0.01  # η_r of the pretraining optimizer (SGD, momentum 0.9)
-    plus_retain_lr: float = 1e-4  # DO+ is Adam-type on both sides
-    epochs: int = 5  # pass-based methods: one pass over D_f then one over D_r per epoch
-    iterations: int = 300  # SFR-on: forget every 5th iteration, retain every iteration
-    batch_size: int = 64
-    sfron_alpha: float = 25.0
-    salun_keep: float = 0.5
-    eval_every: int = 0  # metric curves: evaluate every this many optimizer steps (0 = none)
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "iterations", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.eval_every < 0:
-            raise ValueError(f"eval_every must be >= 0 (0 = no curves), got {self.eval_every}")
-        for name in ("retain_lr", "plus_retain_lr", "sfron_alpha"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        defaults = DEFAULT_FORGET_LR[self.method]
-        if self.forget_lr is None and self.setting.removesuffix("_8bit") not in defaults:
-            raise ValueError(
-                f"{self.method} under {self.setting!r} has no tuned default η_f: set forget_lr "
-                f"(its defaults cover {sorted(defaults)})"
-            )
-        if self.forget_lr is not None and not self.forget_lr > 0:
-            raise ValueError(f"forget_lr must be > 0 (or unset: the default), got {self.forget_lr}")
-        if not 0 < self.salun_keep <= 1:
-            raise ValueError(f"salun_keep must lie in (0, 1], got {self.salun_keep}")
-
-    @property
-    def label(self) -> str:
-        return f"{self.method} ({self.setting})"
-
-    @property
-    def eta_f(self) -> float:
-        """η_f as given, else the tuned default of this method under this setting."""
-        if self.forget_lr is not None:
-            return self.forget_lr
-        return DEFAULT_FORGET_LR[self.method][self.setting.removesuffix("_8bit")]
-
-    @property
-    def per_phase_lr(self) -> bool:
-        """Alternate RL/SalUn/SCRUB keep η_r for retain phases, as the official code does."""
-        return self.setting == "alternate" and self.method in ("rl", "salun", "scrub")
-
-    @property
-    def shared_lr(self) -> bool:
-        """Every step at η_f: the other shared baselines' one SGD step size."""
-        return self.setting in ("joint", "alternate") and not self.per_phase_lr
-
-    def used_options(self) -> frozenset[str]:
-        """The fields this run reads, so a report states only those: its length (epochs of
-        passes; SFR-on counts iterations), its method's own knob, η_f unless it never
-        forgets, and the retain step size its optimizer takes unless it never retains."""
-        used = {"method", "setting", "batch_size", "eval_every"}
-        used.add("iterations" if self.method == "sfron" else "epochs")
-        used |= {"sfron": {"sfron_alpha"}, "salun": {"salun_keep"}}.get(self.method, set())
-        if self.method != "ft" or self.shared_lr:  # FT's steps are retain steps
-            used.add("forget_lr")
-        if self.method != "ga" and not self.shared_lr:  # GA never retains
-            used.add("plus_retain_lr" if self.setting.startswith("dual_plus") else "retain_lr")
-        return frozenset(used)
-
-
-@dataclass(frozen=True)
-class VisionExperiment:
-    data: DataSpec = field(default_factory=DataSpec)
-    model: str = "cnn"
-    train: TrainRecipe = field(default_factory=TrainRecipe)
-    train_seed: int = 0
-    runs: tuple[UnlearnSpec, ...] = (
-        UnlearnSpec("sfron", "alternate", forget_lr=0.01),
-        UnlearnSpec("sfron", "dual"),
-    )
-    seeds: tuple[int, ...] = (0, 1, 2)
-    cache_dir: str = "results/cache/vision"
-
-    def __post_init__(self) -> None:
-        if self.data.name not in DATASETS and not self.data.name.endswith(".npz"):
-            raise ValueError(
-                f"data.name {self.data.name!r} is not one of {', '.join(DATASETS)} or an .npz"
-            )
-        if self.model not in MODELS and not self.model.startswith("tv:"):
-            raise ValueError(f"model {self.model!r} is not one of {', '.join(MODELS)}, tv:<name>")
-        require_runs_and_seeds(self.runs, self.seeds)
 
 
 @dataclass
@@ -345,14 +206,10 @@ def make_optimizer(spec: UnlearnSpec, params: Iterable[nn.Parameter]) -> Objecti
     return build_optimizer(
         spec.setting,
         params,
-        forget={"name": "adamw", "lr": spec.eta_f, "weight_decay": 0.05},
-        retain={
-            "name": "sgd",
-            "lr": spec.eta_f if spec.shared_lr else spec.retain_lr,
-            "momentum": 0.9,
-            "weight_decay": 5e-4,
-        },
-        plus={"retain_lr": spec.plus_retain_lr} if spec.setting.startswith("dual_plus") else None,
+        forget={"name": "adamw", "weight_decay": 0.05},
+        retain={"name": "sgd", "momentum": 0.9, "weight_decay": 5e-4},
+        forget_lr=spec.eta_f,
+        retain_lr=spec.eta_r,
         per_phase_lr=spec.per_phase_lr,
     )
 
@@ -387,7 +244,7 @@ def run_unlearning(spec: UnlearnSpec, world: World, seed: int) -> dict[str, Any]
         schedule,
         forget_batch=spec.batch_size,
         retain_batch=spec.batch_size,
-        joint=spec.setting == "joint",
+        joint=spec.resolved.joint,
         seed=seed,
         eval_every=spec.eval_every,
         record_grad_norms=True,

@@ -2,7 +2,8 @@
 
 Batches are (x, y, index) with index the position in the method's forget or retain set, so
 RL can keep one fixed random label per forget example. Masks are installed on the optimizer
-per objective (SPEC §1.6): SalUn masks both objectives, SFR-on only the forget one.
+per objective (SPEC §1.6): SalUn masks both objectives, SFR-on only the forget one. FT, the
+retain-only baseline, is classifier training itself: it lives in ``tasks.images.train``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from dualoptim.optim import ObjectiveOptimizer
-from dualoptim.unlearn import RunState, cosine_decay
+from dualoptim.tasks.images.train import ImageMethod, ImageSource, cross_entropy
+from dualoptim.unlearn import cosine_decay
 from dualoptim.unlearn.losses import adaptive_ascent
 from dualoptim.unlearn.masks import (
     cached_masks,
@@ -27,60 +28,17 @@ from dualoptim.unlearn.masks import (
 )
 
 
-@dataclass(frozen=True)
-class ImageSource:
-    """A Source over in-memory images: batches are (x, y, index)."""
-
-    x: Tensor
-    y: Tensor
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def batch(self, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        return self.x[index], self.y[index], index
-
-
-def _ce(model: nn.Module, batch) -> Tensor:
-    x, y, _ = batch
-    return F.cross_entropy(model(x), y)
-
-
-class _Base:
-    """No setup, no losses: subclasses fill in what they have."""
-
-    name = "base"
-
-    def setup(self, model: nn.Module, optimizer: ObjectiveOptimizer, run: RunState) -> None:
-        pass
-
-    def forget_loss(self, model: nn.Module, batch, run: RunState) -> Tensor | None:
-        return None
-
-    def retain_loss(self, model: nn.Module, batch, run: RunState) -> Tensor | None:
-        return None
-
-
-class FT(_Base):
-    """Fine-tune on D_r only (CE). Single-objective baseline."""
-
-    name = "ft"
-
-    def retain_loss(self, model, batch, run):
-        return _ce(model, batch)
-
-
-class GA(_Base):
+class GA(ImageMethod):
     """Gradient ascent on D_f (minimise -CE). Single-objective baseline."""
 
     name = "ga"
 
     def forget_loss(self, model, batch, run):
-        return -_ce(model, batch)
+        return -cross_entropy(model, batch)
 
 
 @dataclass
-class RL(_Base):
+class RL(ImageMethod):
     """Random labels on D_f (drawn once, uniformly; may equal the true label) + CE on D_r."""
 
     forget_size: int
@@ -98,7 +56,7 @@ class RL(_Base):
         return F.cross_entropy(model(x), self.labels.to(index.device)[index])
 
     def retain_loss(self, model, batch, run):
-        return _ce(model, batch)
+        return cross_entropy(model, batch)
 
 
 def mean_gradients(
@@ -147,7 +105,7 @@ class SalUn(RL):
 
 
 @dataclass
-class SCRUB(_Base):
+class SCRUB(ImageMethod):
     """Teacher = the original model, frozen, eval mode. Forget: minimise -KL(p_t || p_s);
     retain: gamma·CE + alpha·KL(p_t || p_s). Temperature T (the paper's runs use 1)."""
 
@@ -184,7 +142,7 @@ class SCRUB(_Base):
 
 
 @dataclass
-class SFRon(_Base):
+class SFRon(ImageMethod):
     """Forget mask [F_f / F_r >= 1] (F = mean squared batch gradient) on the forget objective
     only. Forget loss = -α_t·Σ w_i·l_i, w_i ∝ 1/(l_i^λ + 1e-15) (detached), α_t cosine-decayed
     from ``alpha``. The engine masks forget gradients before clipping them (norm 7)."""
@@ -217,7 +175,7 @@ class SFRon(_Base):
         return adaptive_ascent(losses, self.lam, self.decay(self.alpha, run.progress))
 
     def retain_loss(self, model, batch, run):
-        return _ce(model, batch)
+        return cross_entropy(model, batch)
 
 
 METHODS = ("ft", "ga", "rl", "salun", "scrub", "sfron")

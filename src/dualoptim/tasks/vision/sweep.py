@@ -33,11 +33,9 @@ from dualoptim.bench.sweeps import (
     stored_or_made,
 )
 from dualoptim.config import to_dict
-from dualoptim.tasks.vision.data import ImageData
+from dualoptim.tasks.images.sets import ImageData
+from dualoptim.tasks.vision.config import METRICS, UnlearnSpec, VisionExperiment
 from dualoptim.tasks.vision.experiment import (
-    METRICS,
-    UnlearnSpec,
-    VisionExperiment,
     World,
     forget_split,
     load_experiment_data,

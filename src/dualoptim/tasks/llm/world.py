@@ -1,5 +1,4 @@
-"""LLM unlearning on TOFU end to end: fine-tune the target and the retain model, unlearn,
-evaluate (SPEC §2.3, §3.3).
+"""The references every LLM run shares, made once and cached (SPEC §2.3, §3.3).
 
 The target is fine-tuned on the forget split plus the retain rows in use; the retain model
 on those retain rows only -- it never saw the forget authors, so it is the reference of
@@ -14,164 +13,27 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
-from dualoptim.config import require_runs_and_seeds
 from dualoptim.io import cached_state, fingerprint, read_json, write_json
-from dualoptim.optim.objective import ObjectiveOptimizer
-from dualoptim.optim.settings import SETTINGS, build_optimizer
+from dualoptim.optim.settings import build_optimizer
 from dualoptim.tasks.llm import closer_look as cl
 from dualoptim.tasks.llm import metrics as tofu
-from dualoptim.tasks.llm.data import FORGET_SPLITS, RETAIN_OF, TofuItem, load_split
-from dualoptim.tasks.llm.evaluation import EvalOptions, Evaluation, evaluate_splits, mean_nll
-from dualoptim.tasks.llm.format import Formatter, Pair, PairSource, PromptFormat
-from dualoptim.tasks.llm.methods import FineTune, LLMMethod, LossOptions
-from dualoptim.tasks.llm.models import TINY, TinySpec, load_pretrained, tiny_llama
+from dualoptim.tasks.llm.closer_look_models import MiniLMEmbedder
+from dualoptim.tasks.llm.config import LLMExperiment, TofuData
+from dualoptim.tasks.llm.data import RETAIN_OF, TofuItem, load_split
+from dualoptim.tasks.llm.evaluation import Evaluation, evaluate_splits, mean_nll
+from dualoptim.tasks.llm.format import Formatter, Pair, PairSource
+from dualoptim.tasks.llm.methods import FineTune
+from dualoptim.tasks.llm.models import TINY, load_pretrained, tiny_llama
 from dualoptim.tasks.llm.refusals import REFUSALS, refusal
 from dualoptim.unlearn import EngineConfig, PhaseOptions, RunState, Schedule, unlearn
-
-#: Joint baselines whose forget loss is down-weighted (SPEC §1.3: c_f = 0.1).
-_JOINT_DOWNWEIGHTED = ("me", "npo", "dpo")
-
-
-@dataclass(frozen=True)
-class TofuData:
-    source: str | None = None  # None: the built-in generator; "hub"; or a local directory
-    forget_split: str = "forget01"
-    # retain rows used: the first N rows of the retain split (fine-tuning); the retain
-    # evaluation is retain_perturbed's rows among them (its first N, or all of it when it
-    # has fewer: it is the retain split's first rows). None: the whole retain split
-    retain_rows: int | None = None
-    refusal_seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.forget_split not in FORGET_SPLITS:
-            raise ValueError(
-                f"forget_split {self.forget_split!r} is not one of {', '.join(FORGET_SPLITS)}"
-            )
-        if self.retain_rows is not None and self.retain_rows < 1:
-            raise ValueError(f"retain_rows must be >= 1 (or null: all), got {self.retain_rows}")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str = TINY  # tiny-llama, smollm2-135m-instruct, a Hub id or a local folder
-    dtype: Literal["float32", "bfloat16"] = "float32"
-    prompt: PromptFormat = field(default_factory=PromptFormat)
-    tiny: TinySpec = field(default_factory=TinySpec)
-
-
-@dataclass(frozen=True)
-class FinetuneRecipe:
-    """How the target and the retain model learn TOFU (TOFU's: 5 epochs, AdamW 1e-5, wd
-    0.01, warm-up one epoch, batch 32)."""
-
-    epochs: int = 5
-    lr: float = 1e-5
-    batch_size: int = 32
-    accumulation: int = 1
-    weight_decay: float = 0.01
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "accumulation"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"finetune.{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"finetune.lr must be > 0, got {self.lr}")
-
-
-@dataclass(frozen=True)
-class LLMUnlearnSpec:
-    """One method under one optimizer setting (SPEC §1.3's LLM row as the defaults).
-
-    An epoch is one pass over D_f: each forget step is followed by ``retain_steps`` retain
-    steps (1 : 5). Joint makes one step per forget batch paired with a retain batch, so it
-    takes fewer optimizer steps (reported).
-    """
-
-    method: str = "me+gd"
-    setting: Literal["joint", "alternate", "dual", "dual_8bit", "dual_plus", "dual_plus_8bit"] = (
-        "dual"
-    )
-    forget_lr: float | None = None  # None: 1e-5 (DPO 1.5e-5)
-    retain_lr: float = 1e-5
-    epochs: int = 5
-    warmup_epochs: float = 1.0  # linear warm-up, then linear decay to 0 (SPEC: one epoch)
-    forget_steps: int = 1
-    retain_steps: int = 5
-    batch_size: int = 4  # per side; the paper's effective batch is 40
-    accumulation: int = 1
-    forget_weight: float | None = None  # c_f; None: 0.1 for Joint ME/NPO/DPO+GD, else 1
-    retain_weight: float = 1.0
-    clip_norm: float = 1.0
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.95)
-    losses: LossOptions = field(default_factory=LossOptions)
-    eval_every: int = 0  # forget/retain Prob every this many optimizer steps (0: none)
-
-    def __post_init__(self) -> None:
-        LLMMethod(self.method)  # validates the name
-        if self.setting not in SETTINGS:
-            raise ValueError(f"unknown setting {self.setting!r}")
-        for name in ("epochs", "forget_steps", "batch_size", "accumulation"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.warmup_epochs <= self.epochs:
-            raise ValueError(f"warmup_epochs must lie in [0, epochs], got {self.warmup_epochs}")
-        if self.retain_steps < 0 or self.eval_every < 0:
-            raise ValueError("retain_steps and eval_every must be >= 0")
-        for name in ("retain_lr", "clip_norm", "retain_weight"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("forget_lr", "forget_weight"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be > 0 (or null: the default), got {value}")
-        if LLMMethod(self.method).retain is None and self.retain_steps:
-            raise ValueError(
-                f"{self.method} has no retain loss: set retain_steps=0 (or add +gd/+kl/+ap)"
-            )
-
-    @property
-    def label(self) -> str:
-        return f"{self.method.upper()} ({self.setting})"
-
-    @property
-    def eta_f(self) -> float:
-        if self.forget_lr is not None:
-            return self.forget_lr
-        return 1.5e-5 if LLMMethod(self.method).forget == "dpo" else 1e-5
-
-    @property
-    def c_f(self) -> float:
-        if self.forget_weight is not None:
-            return self.forget_weight
-        downweighted = LLMMethod(self.method).forget in _JOINT_DOWNWEIGHTED
-        return 0.1 if self.setting == "joint" and downweighted else 1.0
-
-
-@dataclass(frozen=True)
-class LLMExperiment:
-    task: Literal["llm"] = "llm"
-    data: TofuData = field(default_factory=TofuData)
-    model: ModelSpec = field(default_factory=ModelSpec)
-    finetune: FinetuneRecipe = field(default_factory=FinetuneRecipe)
-    eval: EvalOptions = field(default_factory=EvalOptions)
-    embedder: str | None = None  # Closer-Look cosine: "minilm" (offline copy), a Hub id, or none
-    runs: tuple[LLMUnlearnSpec, ...] = (LLMUnlearnSpec("me+gd", "alternate"), LLMUnlearnSpec())
-    seeds: tuple[int, ...] = (0,)
-    cache_dir: str = "results/cache/llm"
-
-    def __post_init__(self) -> None:
-        require_runs_and_seeds(self.runs, self.seeds)
 
 
 @dataclass
@@ -358,7 +220,7 @@ class World:
         name = self.exp.embedder
         if name is None:
             return None
-        return cl.MiniLMEmbedder.offline() if name == "minilm" else cl.MiniLMEmbedder(name)
+        return MiniLMEmbedder.offline() if name == "minilm" else MiniLMEmbedder(name)
 
     def curve_evaluator(self) -> Callable[[nn.Module, RunState], dict[str, float]]:
         """Forget and retain Prob during unlearning (likelihoods only: no generation)."""
@@ -423,85 +285,3 @@ class World:
 
     def variant(self, idk: bool) -> str:
         return self._closer_look(self.target_evaluation["scores"], idk).variant
-
-
-def make_optimizer(spec: LLMUnlearnSpec, model: nn.Module) -> ObjectiveOptimizer:
-    """AdamW on both sides (SPEC §1.3): betas (0.9, 0.95) in every setting, wd 0.01 but not
-    on biases and norms; the shared baselines run one AdamW at η_f."""
-    groups = adamw_groups(model, spec.weight_decay)
-    side = {"name": "adamw", "betas": spec.betas}
-    shared = spec.setting in ("joint", "alternate")
-    return build_optimizer(
-        spec.setting,
-        groups,
-        forget={**side, "lr": spec.eta_f},
-        retain={**side, "lr": spec.eta_f if shared else spec.retain_lr},
-        plus={"retain_lr": spec.retain_lr, "betas": spec.betas}
-        if spec.setting.startswith("dual_plus")
-        else None,
-    )
-
-
-def engine_config(spec: LLMUnlearnSpec, forget_rows: int, seed: int, **extra: Any) -> EngineConfig:
-    joint = spec.setting == "joint"
-    batches = -(-forget_rows // spec.batch_size)
-    forget_pass = -(-batches // spec.accumulation)  # optimizer steps per pass over D_f
-    if joint:
-        schedule = Schedule(spec.epochs)
-        per_epoch = forget_pass
-    else:
-        cycles = max(1, spec.epochs * forget_pass // spec.forget_steps)
-        schedule = Schedule(cycles, spec.forget_steps, spec.retain_steps)
-        per_epoch = (cycles // spec.epochs) * (spec.forget_steps + spec.retain_steps)
-    return EngineConfig(
-        schedule,
-        forget_batch=spec.batch_size,
-        retain_batch=spec.batch_size,
-        joint=joint,
-        accumulation=spec.accumulation,
-        forget=PhaseOptions(weight=spec.c_f, clip_norm=spec.clip_norm),
-        retain=PhaseOptions(weight=spec.retain_weight, clip_norm=spec.clip_norm),
-        lr_schedule="linear",
-        warmup_steps=round(per_epoch * spec.warmup_epochs),
-        seed=seed,
-        eval_every=spec.eval_every,
-        **extra,
-    )
-
-
-def run_unlearning(
-    spec: LLMUnlearnSpec, world: World, seed: int, progress: bool = True
-) -> dict[str, Any]:
-    """Unlearn the target under ``spec``; the row's metrics, seconds, steps and curves."""
-    method = LLMMethod(spec.method, spec.losses)
-    model = world.new_model(world.target[0])
-    forget_parts = {"qa": world.forget_pairs}
-    if method.forget_needs_refusals:
-        forget_parts["idk"] = world.refusal_pairs(world.splits.forget, 0)
-    retain_parts = {"qa": world.retain_pairs}
-    if method.retain_needs_refusals:
-        retain_parts["idk"] = world.refusal_pairs(world.splits.retain, len(world.splits.forget))
-    pad = world.formatter.pad
-    retain = PairSource(retain_parts, pad) if method.retain is not None else None
-    torch.manual_seed(seed)
-    result = unlearn(
-        model,
-        method,
-        PairSource(forget_parts, pad),
-        retain,
-        make_optimizer(spec, model),
-        engine_config(spec, len(world.forget_pairs), seed, progress=progress),
-        evaluate=world.curve_evaluator() if spec.eval_every else None,
-        resume=False,
-    )
-    evaluation = world.evaluate(model)
-    idk = method.forget == "idk"
-    metrics = world.summary(evaluation.scores, evaluation.forget_ratios, idk)
-    return {
-        "metrics": metrics,
-        "seconds": result.seconds,
-        "steps": result.steps,
-        "curves": result.curves,
-        "variant": world.variant(idk),
-        "generations": evaluation.generations,
-    }

@@ -1,4 +1,4 @@
-"""Vision models: every built-in builds for digits-, MNIST- and CIFAR-sized inputs, has the
+"""Image classifiers: every built-in builds for digits-, MNIST- and CIFAR-sized inputs, has the
 published size, and exposes its penultimate features; bad names fail clearly."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from dualoptim.tasks.vision.models import MODELS, build_model, penultimate_features
+from dualoptim.tasks.images.models import MODELS, build_model, penultimate_features
 
 SHAPES = [(1, 8), (1, 28), (3, 32)]  # (in_channels, image_size): digits, MNIST, CIFAR
 WIDTH = {"cnn": 128, "resnet8": 64, "resnet20": 64, "resnet18": 512, "vgg16_bn": 512}

@@ -21,13 +21,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import dualoptim
-from dualoptim.experiments.variance import (
+from dualoptim.io import atomic_write, write_json
+from dualoptim.variance_study.variance import (
     VarianceConfig,
     VarianceResult,
     study_configs,
     variance_study,
 )
-from dualoptim.io import atomic_write, write_json
 
 #: The cells of the headline plot: the theorem's setting (η 0.05, 1:1), both forget losses.
 MAIN_LR, MAIN_RATIO = 0.05, (1, 1)

@@ -1,4 +1,5 @@
-"""Image classifiers for the unlearning benchmarks (SPEC §2.1).
+"""Image classifiers: the models of classification unlearning (SPEC §2.1) and the judges of
+generated images (their accuracy and penultimate features, SPEC §3.2).
 
 Every built-in model computes ``head(features(x))``: ``features`` ends in a flat (B, D) vector
 and ``head`` is the one final ``nn.Linear``, so the penultimate features used for FID-like

@@ -1,0 +1,1 @@
+"""Images shared by the vision and diffusion tasks: data sets, classifiers, their training."""

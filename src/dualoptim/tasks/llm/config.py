@@ -1,0 +1,149 @@
+"""The LLM task's config: the TOFU rows, the base model, the fine-tuning recipe of the
+references, the unlearning runs with SPEC §1.3's defaults, and the validation that fails a
+bad config before anything is trained."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from dualoptim.config import require_runs_and_seeds
+from dualoptim.optim.settings import Setting, SettingName
+from dualoptim.tasks.llm.data import FORGET_SPLITS
+from dualoptim.tasks.llm.evaluation import EvalOptions
+from dualoptim.tasks.llm.format import PromptFormat
+from dualoptim.tasks.llm.methods import LLMMethod, LossOptions
+from dualoptim.tasks.llm.models import TINY, TinySpec
+
+#: Joint baselines whose forget loss is down-weighted (SPEC §1.3: c_f = 0.1).
+_JOINT_DOWNWEIGHTED = ("me", "npo", "dpo")
+
+
+@dataclass(frozen=True)
+class TofuData:
+    source: str | None = None  # None: the built-in generator; "hub"; or a local directory
+    forget_split: str = "forget01"
+    # retain rows used: the first N rows of the retain split (fine-tuning); the retain
+    # evaluation is retain_perturbed's rows among them (its first N, or all of it when it
+    # has fewer: it is the retain split's first rows). None: the whole retain split
+    retain_rows: int | None = None
+    refusal_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.forget_split not in FORGET_SPLITS:
+            raise ValueError(
+                f"forget_split {self.forget_split!r} is not one of {', '.join(FORGET_SPLITS)}"
+            )
+        if self.retain_rows is not None and self.retain_rows < 1:
+            raise ValueError(f"retain_rows must be >= 1 (or null: all), got {self.retain_rows}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str = TINY  # tiny-llama, smollm2-135m-instruct, a Hub id or a local folder
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    prompt: PromptFormat = field(default_factory=PromptFormat)
+    tiny: TinySpec = field(default_factory=TinySpec)
+
+
+@dataclass(frozen=True)
+class FinetuneRecipe:
+    """How the target and the retain model learn TOFU (TOFU's: 5 epochs, AdamW 1e-5, wd
+    0.01, warm-up one epoch, batch 32)."""
+
+    epochs: int = 5
+    lr: float = 1e-5
+    batch_size: int = 32
+    accumulation: int = 1
+    weight_decay: float = 0.01
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "accumulation"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"finetune.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"finetune.lr must be > 0, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class LLMUnlearnSpec:
+    """One method under one optimizer setting (SPEC §1.3's LLM row as the defaults).
+
+    An epoch is one pass over D_f: each forget step is followed by ``retain_steps`` retain
+    steps (1 : 5). Joint makes one step per forget batch paired with a retain batch, so it
+    takes fewer optimizer steps (reported).
+    """
+
+    method: str = "me+gd"
+    setting: SettingName = "dual"
+    forget_lr: float | None = None  # None: 1e-5 (DPO 1.5e-5)
+    retain_lr: float = 1e-5
+    epochs: int = 5
+    warmup_epochs: float = 1.0  # linear warm-up, then linear decay to 0 (SPEC: one epoch)
+    forget_steps: int = 1
+    retain_steps: int = 5
+    batch_size: int = 4  # per side; the paper's effective batch is 40
+    accumulation: int = 1
+    forget_weight: float | None = None  # c_f; None: 0.1 for Joint ME/NPO/DPO+GD, else 1
+    retain_weight: float = 1.0
+    clip_norm: float = 1.0
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.95)
+    losses: LossOptions = field(default_factory=LossOptions)
+    eval_every: int = 0  # forget/retain Prob every this many optimizer steps (0: none)
+
+    def __post_init__(self) -> None:
+        LLMMethod(self.method)  # validates the name
+        Setting(self.setting)  # validates the name
+        for name in ("epochs", "forget_steps", "batch_size", "accumulation"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ValueError(f"warmup_epochs must lie in [0, epochs], got {self.warmup_epochs}")
+        if self.retain_steps < 0 or self.eval_every < 0:
+            raise ValueError("retain_steps and eval_every must be >= 0")
+        for name in ("retain_lr", "clip_norm", "retain_weight"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("forget_lr", "forget_weight"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0 (or null: the default), got {value}")
+        if LLMMethod(self.method).retain is None and self.retain_steps:
+            raise ValueError(
+                f"{self.method} has no retain loss: set retain_steps=0 (or add +gd/+kl/+ap)"
+            )
+
+    @property
+    def label(self) -> str:
+        return f"{self.method.upper()} ({self.setting})"
+
+    @property
+    def eta_f(self) -> float:
+        if self.forget_lr is not None:
+            return self.forget_lr
+        return 1.5e-5 if LLMMethod(self.method).forget == "dpo" else 1e-5
+
+    @property
+    def c_f(self) -> float:
+        if self.forget_weight is not None:
+            return self.forget_weight
+        downweighted = LLMMethod(self.method).forget in _JOINT_DOWNWEIGHTED
+        return 0.1 if Setting(self.setting).joint and downweighted else 1.0
+
+
+@dataclass(frozen=True)
+class LLMExperiment:
+    task: Literal["llm"] = "llm"
+    data: TofuData = field(default_factory=TofuData)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    finetune: FinetuneRecipe = field(default_factory=FinetuneRecipe)
+    eval: EvalOptions = field(default_factory=EvalOptions)
+    embedder: str | None = None  # Closer-Look cosine: "minilm" (offline copy), a Hub id, or none
+    runs: tuple[LLMUnlearnSpec, ...] = (LLMUnlearnSpec("me+gd", "alternate"), LLMUnlearnSpec())
+    seeds: tuple[int, ...] = (0,)
+    cache_dir: str = "results/cache/llm"
+
+    def __post_init__(self) -> None:
+        require_runs_and_seeds(self.runs, self.seeds)

@@ -1,0 +1,98 @@
+"""One LLM unlearning run: the optimizer of a run spec, the engine's config, and the run
+itself from the target to its evaluated row (SPEC §1.3, §2.3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from dualoptim.optim.objective import ObjectiveOptimizer
+from dualoptim.optim.settings import Setting, build_optimizer
+from dualoptim.tasks.llm.config import LLMUnlearnSpec
+from dualoptim.tasks.llm.format import PairSource
+from dualoptim.tasks.llm.methods import LLMMethod
+from dualoptim.tasks.llm.world import World, adamw_groups
+from dualoptim.unlearn import EngineConfig, PhaseOptions, Schedule, unlearn
+
+
+def make_optimizer(spec: LLMUnlearnSpec, model: nn.Module) -> ObjectiveOptimizer:
+    """AdamW on both sides (SPEC §1.3): betas (0.9, 0.95) in every setting, wd 0.01 but not
+    on biases and norms; the shared baselines run one AdamW at η_f."""
+    groups = adamw_groups(model, spec.weight_decay)
+    side = {"name": "adamw", "betas": spec.betas}
+    return build_optimizer(
+        spec.setting,
+        groups,
+        forget=side,
+        retain=side,
+        forget_lr=spec.eta_f,
+        retain_lr=spec.retain_lr,
+        plus={"betas": spec.betas} if Setting(spec.setting).plus else None,
+    )
+
+
+def engine_config(spec: LLMUnlearnSpec, forget_rows: int, seed: int, **extra: Any) -> EngineConfig:
+    joint = Setting(spec.setting).joint
+    batches = -(-forget_rows // spec.batch_size)
+    forget_pass = -(-batches // spec.accumulation)  # optimizer steps per pass over D_f
+    if joint:
+        schedule = Schedule(spec.epochs)
+        per_epoch = forget_pass
+    else:
+        cycles = max(1, spec.epochs * forget_pass // spec.forget_steps)
+        schedule = Schedule(cycles, spec.forget_steps, spec.retain_steps)
+        per_epoch = (cycles // spec.epochs) * (spec.forget_steps + spec.retain_steps)
+    return EngineConfig(
+        schedule,
+        forget_batch=spec.batch_size,
+        retain_batch=spec.batch_size,
+        joint=joint,
+        accumulation=spec.accumulation,
+        forget=PhaseOptions(weight=spec.c_f, clip_norm=spec.clip_norm),
+        retain=PhaseOptions(weight=spec.retain_weight, clip_norm=spec.clip_norm),
+        lr_schedule="linear",
+        warmup_steps=round(per_epoch * spec.warmup_epochs),
+        seed=seed,
+        eval_every=spec.eval_every,
+        **extra,
+    )
+
+
+def run_unlearning(
+    spec: LLMUnlearnSpec, world: World, seed: int, progress: bool = True
+) -> dict[str, Any]:
+    """Unlearn the target under ``spec``; the row's metrics, seconds, steps and curves."""
+    method = LLMMethod(spec.method, spec.losses)
+    model = world.new_model(world.target[0])
+    forget_parts = {"qa": world.forget_pairs}
+    if method.forget_needs_refusals:
+        forget_parts["idk"] = world.refusal_pairs(world.splits.forget, 0)
+    retain_parts = {"qa": world.retain_pairs}
+    if method.retain_needs_refusals:
+        retain_parts["idk"] = world.refusal_pairs(world.splits.retain, len(world.splits.forget))
+    pad = world.formatter.pad
+    retain = PairSource(retain_parts, pad) if method.retain is not None else None
+    torch.manual_seed(seed)
+    result = unlearn(
+        model,
+        method,
+        PairSource(forget_parts, pad),
+        retain,
+        make_optimizer(spec, model),
+        engine_config(spec, len(world.forget_pairs), seed, progress=progress),
+        evaluate=world.curve_evaluator() if spec.eval_every else None,
+        resume=False,
+    )
+    evaluation = world.evaluate(model)
+    idk = method.forget == "idk"
+    metrics = world.summary(evaluation.scores, evaluation.forget_ratios, idk)
+    return {
+        "metrics": metrics,
+        "seconds": result.seconds,
+        "steps": result.steps,
+        "curves": result.curves,
+        "variant": world.variant(idk),
+        "generations": evaluation.generations,
+    }
