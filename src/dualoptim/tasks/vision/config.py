@@ -137,6 +137,7 @@ class UnlearnSpec:
 
 @dataclass(frozen=True)
 class VisionExperiment:
+    task: Literal["vision"] = "vision"
     data: DataSpec = field(default_factory=DataSpec)
     model: str = "cnn"
     train: TrainRecipe = field(default_factory=TrainRecipe)
