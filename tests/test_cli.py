@@ -55,7 +55,10 @@ def test_paper_size_recipe_survives_one_step_of_each_run_on_a_tiny_input() -> No
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["unlearn", "runs=[{method: sfronn}]"], "runs[0].method: got 'sfronn'; allowed values"),
+        (
+            ["unlearn", "runs=[{method: sfronn}]"],
+            "runs[0]: unknown vision method 'sfronn': registered are ft, ga, l1sparse, rl,",
+        ),
         (["train", "train.epochz=3"], "train.epochz: unknown key"),
         (["retrain", "model=resnet19"], "model 'resnet19' is not one of"),
         (["evaluate", "data.forget_fraction=1.5"], "fraction"),

@@ -7,13 +7,8 @@ from pathlib import Path
 import pytest
 
 from dualoptim.tasks.images.train import TrainRecipe
-from dualoptim.tasks.vision.config import (
-    DEFAULT_FORGET_LR,
-    METHOD_NAMES,
-    DataSpec,
-    UnlearnSpec,
-    VisionExperiment,
-)
+from dualoptim.tasks.vision import methods
+from dualoptim.tasks.vision.config import DataSpec, UnlearnSpec, VisionExperiment
 from dualoptim.tasks.vision.experiment import evaluate_model, prepare, run_unlearning
 
 
@@ -31,13 +26,15 @@ def tiny(cache: Path) -> VisionExperiment:
 
 
 def test_unset_forget_lr_takes_the_tuned_default_of_the_method_and_setting() -> None:
-    assert UnlearnSpec("rl", "dual").eta_f == DEFAULT_FORGET_LR["rl"]["dual"] == 1e-4
+    assert UnlearnSpec("rl", "dual").eta_f == methods.get("rl").forget_lr["dual"] == 1e-4
     assert UnlearnSpec("rl", "dual_8bit").eta_f == 1e-4
-    assert UnlearnSpec("scrub", "joint").eta_f == DEFAULT_FORGET_LR["scrub"]["joint"] == 0.03
+    assert UnlearnSpec("scrub", "joint").eta_f == methods.get("scrub").forget_lr["joint"] == 0.03
     assert UnlearnSpec("sfron", "alternate").eta_f == 0.1
-    assert UnlearnSpec("salun", "dual_plus_8bit").eta_f == DEFAULT_FORGET_LR["salun"]["dual_plus"]
+    assert UnlearnSpec("salun", "dual_plus_8bit").eta_f == 3e-4
     assert UnlearnSpec("salun", "dual", forget_lr=0.123).eta_f == 0.123
-    assert set(DEFAULT_FORGET_LR) == set(METHOD_NAMES)
+    assert {"ft", "ga", "l1sparse", "rl", "salun", "scrub", "sfron"} <= set(methods.names())
+    with pytest.raises(ValueError, match=r"unknown vision method 'sfr': registered are ft, ga"):
+        UnlearnSpec("sfr", "dual")
     with pytest.raises(ValueError, match="forget_lr must be > 0"):
         UnlearnSpec("rl", "dual", forget_lr=0.0)
     with pytest.raises(ValueError, match=r"ga under 'dual' has no tuned default.*\['alternate'\]"):

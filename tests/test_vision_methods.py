@@ -8,21 +8,31 @@ import copy
 import pytest
 import torch
 
+from dualoptim.cli import main
 from dualoptim.optim.settings import build_optimizer
 from dualoptim.tasks.images.loaders import load_data
 from dualoptim.tasks.images.models import build_model
-from dualoptim.tasks.images.train import FT, ImageSource, TrainRecipe, train_classifier
-from dualoptim.tasks.vision.methods import (
-    GA,
-    RL,
-    SCRUB,
-    SalUn,
-    SFRon,
-    mean_gradients,
-    top_fraction_mask,
+from dualoptim.tasks.images.train import (
+    FT,
+    ImageMethod,
+    ImageSource,
+    TrainRecipe,
+    cross_entropy,
+    train_classifier,
 )
+from dualoptim.tasks.vision import methods
+from dualoptim.tasks.vision.config import DataSpec, UnlearnSpec, VisionExperiment
+from dualoptim.tasks.vision.methods.ga import GA
+from dualoptim.tasks.vision.methods.gradients import mean_gradients
+from dualoptim.tasks.vision.methods.l1sparse import GAMMA, L1Sparse
+from dualoptim.tasks.vision.methods.rl import RL
+from dualoptim.tasks.vision.methods.salun import SalUn
+from dualoptim.tasks.vision.methods.scrub import SCRUB
+from dualoptim.tasks.vision.methods.sfron import SFRon
 from dualoptim.tasks.vision.splits import make_forget_split
+from dualoptim.tasks.vision.sweep import sweep
 from dualoptim.unlearn import EngineConfig, PhaseOptions, RunState, Schedule, unlearn
+from dualoptim.unlearn.masks import top_fraction_mask
 
 FORGET = {"name": "adamw", "lr": 1e-2, "weight_decay": 0.05}
 RETAIN = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}
@@ -172,8 +182,105 @@ def test_masks_are_computed_once_per_model_and_forget_set(world, tmp_path, monke
     def fail(*_args, **_kwargs):
         raise AssertionError("the cached mask should have been loaded")
 
-    monkeypatch.setattr("dualoptim.tasks.vision.methods.mean_gradients", fail)
+    monkeypatch.setattr("dualoptim.tasks.vision.methods.salun.mean_gradients", fail)
     loaded = setup_salun()
     assert computed.keys() == loaded.keys()
     for name, mask in computed.items():
         assert torch.equal(mask, loaded[name])
+
+
+def test_l1sparse_adds_gamma_times_the_l1_norm_and_gamma_decays_linearly_to_zero(world) -> None:
+    original, _, retain = world
+    batch = retain.batch(torch.arange(32))
+    method = L1Sparse()
+    run = RunState(total_steps=10, step=4)
+    by_hand = sum(float(p.detach().abs().sum()) for p in original.parameters())
+    with torch.no_grad():
+        extra = method.retain_loss(original, batch, run) - cross_entropy(original, batch)
+    assert float(extra) == pytest.approx(GAMMA * 0.6 * by_hand, rel=1e-4)
+    gammas = [method.gamma_at(RunState(total_steps=10, step=s)) for s in range(11)]
+    assert gammas[0] == GAMMA == 5e-4
+    assert gammas[-1] == 0.0
+    assert gammas == pytest.approx([GAMMA * (1 - s / 10) for s in range(11)])
+    assert method.forget_loss(original, batch, run) is None  # no forget objective
+
+
+def test_l1sparse_shrinks_weights_compared_with_ft_under_the_same_seed(world) -> None:
+    original, forget, retain = world
+
+    def l1_after(method) -> float:
+        model = copy.deepcopy(original)
+        opt = build_optimizer("alternate", model.parameters(), forget=RETAIN, retain=RETAIN)
+        config = EngineConfig(Schedule(2, forget_steps=0), retain_batch=128, progress=False)
+        unlearn(model, method, forget, retain, opt, config)
+        return sum(float(p.detach().abs().sum()) for p in model.parameters())
+
+    ft, sparse = l1_after(FT()), l1_after(L1Sparse())
+    assert sparse < ft * 0.99  # the penalty, not noise: same seed, same batches
+
+
+def test_l1sparse_runs_through_the_cli_with_its_default_step_size(tmp_path, capsys) -> None:
+    args = [
+        "unlearn",
+        "--out",
+        str(tmp_path / "out"),
+        f"cache_dir={tmp_path / 'cache'}",
+        "runs=[{method: l1sparse, setting: alternate, epochs: 1}]",
+        "seeds=[0]",
+        "train.epochs=2",
+        "data.per_class_train=30",
+        "data.per_class_test=10",
+    ]
+    assert main(args) == 0
+    assert "l1sparse (alternate)" in capsys.readouterr().out
+    spec = UnlearnSpec("l1sparse", "alternate")
+    assert spec.eta_f == 0.01
+    assert not spec.per_phase_lr
+    # every step is a retain step, taken at the shared SGD's one step size η_f = 0.01
+    assert {"forget_lr", "epochs"} <= spec.used_options()
+    assert "retain_lr" not in spec.used_options()
+    with pytest.raises(ValueError, match="l1sparse under 'dual' has no tuned default"):
+        UnlearnSpec("l1sparse", "dual")
+
+
+class HalfAscent(ImageMethod):
+    """A toy: half-strength gradient ascent on D_f, CE on D_r."""
+
+    name = "half-ascent"
+
+    def forget_loss(self, model, batch, _run):
+        return -0.5 * cross_entropy(model, batch)
+
+    def retain_loss(self, model, batch, _run):
+        return cross_entropy(model, batch)
+
+
+def test_a_method_registered_from_this_file_alone_runs_through_the_sweep(
+    tmp_path, monkeypatch
+) -> None:
+    methods.names()  # the built-ins, before the registry is swapped for a copy
+    monkeypatch.setattr(methods, "_REGISTRY", dict(methods._REGISTRY))
+    built = []
+
+    def build(spec, _world, seed):
+        built.append((spec.method, seed))
+        return HalfAscent(), Schedule(spec.epochs), {}
+
+    methods.register(methods.VisionMethod("half-ascent", build, forget_lr={"dual": 1e-3}))
+    with pytest.raises(ValueError, match="already registered"):
+        methods.register(methods.VisionMethod("half-ascent", build, forget_lr={}))
+    exp = VisionExperiment(
+        data=DataSpec(per_class_train=30, per_class_test=10),
+        train=TrainRecipe(epochs=2),
+        runs=(UnlearnSpec("half-ascent", "dual", epochs=1),),
+        seeds=(0,),
+        cache_dir=str(tmp_path / "cache"),
+    )
+    records = sweep(exp, tmp_path / "out")
+    runs = [r for r in records if r["kind"] == "run"]
+    assert built == [("half-ascent", 0)]
+    assert [(r["method"], r["setting"], r["forget_lr"], r["status"]) for r in runs] == [
+        ("half-ascent", "dual", 1e-3, "finished")
+    ]
+    assert set(runs[0]["metrics"]) >= {"FA", "RA", "TA", "MIA"}
+    assert list((tmp_path / "out" / "records").glob("*.json"))

@@ -1,19 +1,19 @@
-"""The classification experiment as configured: data, model, training recipe, runs, seeds,
-and each method's tuned η_f. Plain frozen dataclasses, checked when the config loads."""
+"""The classification experiment as configured: data, model, training recipe, runs, seeds.
+Plain frozen dataclasses, checked when the config loads; each method's defaults (its tuned
+η_f, the options it reads) live with it in ``tasks/vision/methods/``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal
 
 from dualoptim.config import require_runs_and_seeds
 from dualoptim.optim.settings import Setting, SettingName
 from dualoptim.tasks.images.loaders import DATASETS
 from dualoptim.tasks.images.models import MODELS
 from dualoptim.tasks.images.train import TrainRecipe
+from dualoptim.tasks.vision import methods
 
-MethodName = Literal["ft", "ga", "rl", "salun", "scrub", "sfron"]
-METHOD_NAMES: tuple[str, ...] = get_args(MethodName)
 METRICS = ("FA", "RA", "TA", "MIA")
 
 
@@ -33,33 +33,15 @@ class DataSpec:
             raise ValueError(f"forget_fraction must lie in (0, 1), got {self.forget_fraction}")
 
 
-# η_f per method and setting (the 8-bit settings share their fp32 setting's), tuned with
-# `dualoptim tune` (SPEC §1.3: η_r fixed at 0.01 for SGD and at 1e-4 for DO+'s retain side;
-# the lowest Gap averaged over 3 seeds on the grids 1e-4..0.3 for SGD, 1e-5..3e-3 for AdamW
-# and DO+) on digits with a small CNN, 10% random forgetting and the scaled recipe of
-# configs/vision/digits-all.yaml. Elsewhere they are starting points: re-tune on new data
-# (docs/classification.md has the measured grids). Joint runs one SGD step size on
-# L_f + L_r; Alternate RL/SalUn/SCRUB use η_f for forget phases and η_r for retain phases.
-# FT and GA are single-objective baselines with a default under Alternate only; FT never
-# takes a forget step, so its one step size is η_r's 0.01 (not tuned).
-DEFAULT_FORGET_LR: dict[str, dict[str, float]] = {
-    "ft": {"alternate": 0.01},
-    "ga": {"alternate": 0.03},
-    "rl": {"joint": 3e-4, "alternate": 0.1, "dual": 1e-4, "dual_plus": 1e-4},
-    "salun": {"joint": 3e-4, "alternate": 1e-3, "dual": 1e-4, "dual_plus": 3e-4},
-    "scrub": {"joint": 0.03, "alternate": 1e-3, "dual": 1e-3, "dual_plus": 1e-3},
-    "sfron": {"joint": 0.03, "alternate": 0.1, "dual": 1e-4, "dual_plus": 3e-4},
-}
-
-
 @dataclass(frozen=True)
 class UnlearnSpec:
-    """One method under one optimizer setting, with its step sizes and length."""
+    """One method under one optimizer setting, with its step sizes and length. ``method`` is
+    a name registered in ``tasks/vision/methods/``, which also holds its defaults."""
 
-    method: MethodName = "sfron"
+    method: str = "sfron"
     setting: SettingName = "dual"
     # η_f: AdamW's (dual), DO+'s (dual_plus) or the shared SGD's (joint, alternate);
-    # None takes the tuned default of DEFAULT_FORGET_LR
+    # None takes the method's tuned default (its module in tasks/vision/methods/)
     forget_lr: float | None = None
     retain_lr: float = 0.01  # η_r of the pretraining optimizer (SGD, momentum 0.9)
     plus_retain_lr: float = 1e-4  # DO+ is Adam-type on both sides
@@ -71,6 +53,7 @@ class UnlearnSpec:
     eval_every: int = 0  # metric curves: evaluate every this many optimizer steps (0 = none)
 
     def __post_init__(self) -> None:
+        defaults = methods.get(self.method).forget_lr  # an unknown method lists the known
         for name in ("epochs", "iterations", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -79,7 +62,6 @@ class UnlearnSpec:
         for name in ("retain_lr", "plus_retain_lr", "sfron_alpha"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        defaults = DEFAULT_FORGET_LR[self.method]
         if self.forget_lr is None and self.resolved.base not in defaults:
             raise ValueError(
                 f"{self.method} under {self.setting!r} has no tuned default η_f: set forget_lr "
@@ -99,7 +81,11 @@ class UnlearnSpec:
         """η_f as given, else the tuned default of this method under this setting."""
         if self.forget_lr is not None:
             return self.forget_lr
-        return DEFAULT_FORGET_LR[self.method][self.resolved.base]
+        return self.registered.forget_lr[self.resolved.base]
+
+    @property
+    def registered(self) -> methods.VisionMethod:
+        return methods.get(self.method)
 
     @property
     def resolved(self) -> Setting:
@@ -109,7 +95,7 @@ class UnlearnSpec:
     def per_phase_lr(self) -> bool:
         """Alternate RL/SalUn/SCRUB keep η_r for retain phases, as the official code does."""
         alternate = self.resolved.shared and not self.resolved.joint
-        return alternate and self.method in ("rl", "salun", "scrub")
+        return alternate and self.registered.per_phase_lr
 
     @property
     def shared_lr(self) -> bool:
@@ -125,12 +111,11 @@ class UnlearnSpec:
         """The fields this run reads, so a report states only those: its length (epochs of
         passes; SFR-on counts iterations), its method's own knob, η_f unless it never
         forgets, and the retain step size its optimizer takes unless it never retains."""
-        used = {"method", "setting", "batch_size", "eval_every"}
-        used.add("iterations" if self.method == "sfron" else "epochs")
-        used |= {"sfron": {"sfron_alpha"}, "salun": {"salun_keep"}}.get(self.method, set())
-        if self.method != "ft" or self.shared_lr:  # FT's steps are retain steps
+        method = self.registered
+        used = {"method", "setting", "batch_size", "eval_every", method.length, *method.options}
+        if method.forgets or self.shared_lr:  # FT's steps are retain steps, at η_f if shared
             used.add("forget_lr")
-        if self.method != "ga" and not self.shared_lr:  # GA never retains
+        if method.retains and not self.shared_lr:  # GA never retains
             used.add("plus_retain_lr" if self.resolved.plus else "retain_lr")
         return frozenset(used)
 

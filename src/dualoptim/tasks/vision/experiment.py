@@ -25,12 +25,12 @@ from dualoptim.optim.settings import build_optimizer
 from dualoptim.tasks.images.loaders import load_data
 from dualoptim.tasks.images.models import build_model
 from dualoptim.tasks.images.sets import ImageData
-from dualoptim.tasks.images.train import FT, ImageSource, train_classifier
+from dualoptim.tasks.images.train import ImageSource, train_classifier
+from dualoptim.tasks.vision import methods
 from dualoptim.tasks.vision.config import UnlearnSpec, VisionExperiment
-from dualoptim.tasks.vision.methods import GA, RL, SCRUB, SalUn, SFRon
 from dualoptim.tasks.vision.metrics import evaluate
 from dualoptim.tasks.vision.splits import ForgetSplit, make_forget_split
-from dualoptim.unlearn import EngineConfig, PhaseOptions, RunState, Schedule, unlearn
+from dualoptim.unlearn import EngineConfig, RunState, unlearn
 from dualoptim.unlearn.engine import Evaluate
 
 CURVE_SAMPLE = 2000  # rows of D_r and of D_test evaluated for each point of a curve
@@ -161,42 +161,9 @@ def evaluate_model(model: nn.Module, data: ImageData, split: ForgetSplit) -> dic
     )
 
 
-def build_run(spec: UnlearnSpec, world: World, seed: int):
+def build_run(spec: UnlearnSpec, world: World, seed: int) -> methods.Built:
     """(method, schedule, engine options) of ``spec`` on this seed's data."""
-    forget, retain = world.sources
-    classes = world.data.train.classes
-    options: dict[str, Any] = {}
-    if spec.method == "ft":
-        return FT(), Schedule(spec.epochs, forget_steps=0), options
-    if spec.method == "ga":
-        return GA(), Schedule(spec.epochs, retain_steps=0), options
-    if spec.method == "sfron":
-        options = {"forget": PhaseOptions(clip_norm=7.0), "lr_schedule": "cosine"}
-        method = SFRon(
-            forget=forget,
-            retain=retain,
-            alpha=spec.sfron_alpha,
-            batch_size=spec.batch_size,
-            mask_cache=world.mask_path("sfron", spec.batch_size),
-        )
-        return method, Schedule(max(1, spec.iterations // 5), 1, 5), options
-    if spec.method == "rl":
-        return RL(len(forget), classes, seed=seed), Schedule(spec.epochs), options
-    if spec.method == "salun":
-        method = SalUn(
-            len(forget),
-            classes,
-            seed=seed,
-            forget=forget,
-            retain=retain,
-            keep=spec.salun_keep,
-            mask_cache=world.mask_path("salun", "difference", spec.salun_keep, spec.batch_size),
-            batch_size=spec.batch_size,
-        )
-        return method, Schedule(spec.epochs), options
-    if spec.method == "scrub":
-        return SCRUB(), Schedule(spec.epochs), options
-    raise ValueError(f"unknown method {spec.method!r}")
+    return spec.registered.build(spec, world, seed)
 
 
 def make_optimizer(spec: UnlearnSpec, params: Iterable[nn.Parameter]) -> ObjectiveOptimizer:
