@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from dualoptim.bench.tables import markdown
 from dualoptim.cli import main
 from dualoptim.config import ConfigError, load_config
+from dualoptim.tasks.diffusion import methods as registry
 from dualoptim.tasks.diffusion import run as grun
 from dualoptim.tasks.diffusion import sweep as gsweep
 from dualoptim.tasks.diffusion.config import (
@@ -41,12 +42,11 @@ from dualoptim.tasks.diffusion.ddpm import (
     generate,
     guided_noise,
 )
-from dualoptim.tasks.diffusion.methods import (
-    SalUn,
-    SelectiveAmnesia,
-    SFRon,
-    pseudo_labels,
-)
+from dualoptim.tasks.diffusion.methods import DiffusionMethod
+from dualoptim.tasks.diffusion.methods.base import DenoisingMethod, pseudo_labels
+from dualoptim.tasks.diffusion.methods.sa import SelectiveAmnesia
+from dualoptim.tasks.diffusion.methods.salun import SalUn
+from dualoptim.tasks.diffusion.methods.sfron import SFRon
 from dualoptim.tasks.diffusion.models import DenoiserSpec, build_denoiser
 from dualoptim.tasks.diffusion.run import engine_config, make_optimizer, run_unlearning
 from dualoptim.tasks.diffusion.world import World
@@ -258,6 +258,15 @@ def test_masked_weights_never_move_in_the_masked_objectives(name: str, frozen_in
 
 
 # ---------------------------------------------------------------------- configs
+def test_the_registry_holds_each_method_once_with_its_published_defaults() -> None:
+    assert registry.names() == ("sa", "salun", "sfron")
+    published = {m: registry.get(m).setting for m in registry.names()}
+    assert published == {"sa": "joint", "salun": "joint", "sfron": "alternate"}
+    assert [registry.get(m).alpha for m in registry.names()] == [None, None, (10.0, 1.0)]
+    with pytest.raises(ValueError, match="'sfron' is already registered"):
+        registry.register(registry.get("sfron"))
+
+
 def test_run_specs_resolve_the_published_defaults() -> None:
     sa, salun, sfron = GenUnlearnSpec("sa"), GenUnlearnSpec("salun"), GenUnlearnSpec("sfron")
     assert (sa.label, sa.resolved_setting, sa.steps, sa.eta_f) == ("SA", "joint", 20_000, 1e-4)
@@ -275,6 +284,7 @@ def test_run_specs_resolve_the_published_defaults() -> None:
     assert GenUnlearnSpec("sfron", "joint").label == "SFR-on (joint)"
     assert GenUnlearnSpec("sfron", "dual", alpha=10).label == "SFR-on+DO α=10"
     assert GenUnlearnSpec("sfron", "dual", alpha=1).label == "SFR-on+DO"
+    assert GenUnlearnSpec("sa", alpha=3).label == "SA"  # a method without α shows none
     assert engine_config(sa, 0, False).joint
     assert not engine_config(do, 0, False).joint
     assert engine_config(do, 0, False).schedule.cycle(9, 9) == [("forget", 1), ("retain", 1)]
@@ -326,7 +336,9 @@ def test_each_setting_builds_the_optimizer_it_always_built(
 
 
 def test_bad_configs_fail_early_with_the_key_named(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unknown method"):
+    with pytest.raises(
+        ValueError, match="unknown diffusion method 'ga': registered are sa, salun, sfron"
+    ):
         GenUnlearnSpec("ga")
     with pytest.raises(ValueError, match="forget_classes is empty"):
         GenDataSpec(forget_classes=())
@@ -460,6 +472,41 @@ def test_unlearning_a_class_lowers_its_forget_accuracy_end_to_end(
 
 class KilledError(Exception):
     pass
+
+
+class _AscentOnly(DenoisingMethod):
+    """Gradient ascent on the forgotten class's DDPM loss: a method defined in a test."""
+
+    def forget_loss(self, model, batch, _run):
+        return -self.ddpm(model, batch)
+
+
+def _build_ascent(spec: GenUnlearnSpec, world: World, forgotten: int):
+    forget, retain = class_split(world.data.train, forgotten)
+    return _AscentOnly(world.scheduler, label_dropout=spec.label_dropout), forget, retain
+
+
+def test_a_method_registered_from_a_test_file_runs_with_its_own_defaults(
+    toy: Path, toy_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adding a method is one registration: no table elsewhere names it."""
+    monkeypatch.setattr(
+        registry.REGISTRY, "entries", {n: registry.get(n) for n in registry.names()}
+    )
+    registry.register(
+        DiffusionMethod("ascent", "Ascent", _build_ascent, "alternate", 2e-3, iterations=3)
+    )
+    spec = GenUnlearnSpec("ascent", batch_size=32)
+    assert (spec.resolved_setting, spec.eta_f, spec.steps, spec.label) == (
+        "alternate",
+        2e-3,
+        3,
+        "Ascent",
+    )
+    _, result = gsweep.sweep(_toy_experiment(toy, toy_cache, (spec,)), tmp_path / "out")
+    assert (result["group"], result["method"], result["forget_lr"]) == ("Ascent", "ascent", 2e-3)
+    steps = {k: v for k, v in result["metrics"].items() if k.startswith("steps/")}
+    assert steps == {"steps/forget": 3, "steps/retain": 3, "steps/joint": 0}
 
 
 def test_a_killed_unlearning_run_resumes_to_the_same_result(

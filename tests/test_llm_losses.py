@@ -19,6 +19,7 @@ from dualoptim.tasks.llm.methods import (
     LLMMethod,
     LossOptions,
 )
+from dualoptim.tasks.llm.objectives import wga
 from dualoptim.unlearn import EngineConfig, RunState, Schedule, unlearn
 
 # ---------------------------------------------------------------------------------- by hand
@@ -70,6 +71,40 @@ def test_token_and_sequence_nll_shift_and_mask() -> None:
 def test_ce_is_the_mean_over_answer_tokens() -> None:
     expected = sum(-log_softmax(LOGITS[b][pos])[y] for b, pos, y in ANSWERS) / 3
     assert float(losses.ce(t(LOGITS), labels())) == pytest.approx(expected, rel=1e-6)
+
+
+def test_wga_weights_each_ascent_token_by_its_detached_probability() -> None:
+    # WGA = −Σ p_t^β·nll_t / #answer tokens with p_t = exp(−nll_t); β = 1 by default
+    nlls = [-log_softmax(LOGITS[b][pos])[y] for b, pos, y in ANSWERS]
+    expected = -sum(math.exp(-n) * n for n in nlls) / 3
+    logits = t(LOGITS).requires_grad_()
+    loss = wga.weighted_ascent(logits, labels())
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-6)
+    half = -sum(math.exp(-0.5 * n) * n for n in nlls) / 3
+    assert float(wga.weighted_ascent(t(LOGITS), labels(), beta=0.5)) == pytest.approx(
+        half, rel=1e-6
+    )
+    # the weights are constants: the gradient is the weighted GA gradient, not d(p·nll)
+    loss.backward()
+    b, pos, y = ANSWERS[0]
+    p = [math.exp(v) for v in log_softmax(LOGITS[b][pos])]
+    grad = [-math.exp(-nlls[0]) * (p[v] - (v == y)) / 3 for v in range(3)]
+    torch.testing.assert_close(logits.grad[b, pos], t(grad))
+    # β → 0 is GA
+    ga = -losses.ce(t(LOGITS), labels())
+    torch.testing.assert_close(wga.weighted_ascent(t(LOGITS), labels(), beta=0.0), ga)
+
+
+def test_wga_builds_as_a_registered_method() -> None:
+    method = LLMMethod("WGA+GD")
+    assert (method.name, method.forget, method.retain) == ("wga+gd", "wga", "gd")
+    assert "wga" in FORGET_LOSSES
+    assert not method.needs_reference
+    assert not method.forget_needs_refusals
+    assert method.forget_objective.forget_lr == 1e-5
+    assert method.forget_objective.joint_forget_weight == 1.0
+    with pytest.raises(ValueError, match=r"forget losses .*wga.*objectives/"):
+        LLMMethod("wga+bar")
 
 
 def test_kl_to_reference_by_hand() -> None:

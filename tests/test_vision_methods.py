@@ -259,7 +259,7 @@ def test_a_method_registered_from_this_file_alone_runs_through_the_sweep(
     tmp_path, monkeypatch
 ) -> None:
     methods.names()  # the built-ins, before the registry is swapped for a copy
-    monkeypatch.setattr(methods, "_REGISTRY", dict(methods._REGISTRY))
+    monkeypatch.setattr(methods.REGISTRY, "entries", dict(methods.REGISTRY.entries))
     built = []
 
     def build(spec, _world, seed):

@@ -1,5 +1,6 @@
-"""The diffusion task's config: the schema, the methods' published settings, step sizes and
-lengths (SPEC §2.2), and the validation that fails a bad config before anything is trained."""
+"""The diffusion task's config: the schema, and the validation that fails a bad config before
+anything is trained. A method's published setting, step size and length (SPEC §2.2) live on
+its registration in ``tasks/diffusion/methods/``."""
 
 from __future__ import annotations
 
@@ -8,19 +9,13 @@ from typing import Literal
 
 from dualoptim.config import require_runs_and_seeds
 from dualoptim.optim.settings import Setting, SettingName, check_setting
+from dualoptim.tasks.diffusion import methods
 from dualoptim.tasks.diffusion.ddpm import NoiseSchedule, SamplingSpec
 from dualoptim.tasks.diffusion.models import DenoiserSpec
 from dualoptim.tasks.images.train import TrainRecipe
 
 CHECKPOINT_EVERY = 200  # steps between checkpoints of original training and of unlearning runs
 
-MethodName = Literal["sa", "salun", "sfron"]
-METHOD_LABELS = {"sa": "SA", "salun": "SalUn", "sfron": "SFR-on"}
-#: As published: SA and SalUn sum their two losses (Joint); SFR-on alternates on one Adam.
-PUBLISHED_SETTING = {"sa": "joint", "salun": "joint", "sfron": "alternate"}
-#: Paper-size step size and iterations of each method as published (SPEC §2.2).
-PAPER_LR = {"sa": 1e-4, "salun": 1e-5, "sfron": 1e-4}
-PAPER_ITERATIONS = {"sa": 20_000, "salun": 1000, "sfron": 150}
 SETTING_SUFFIX = {
     "dual": "+DO",
     "dual_8bit": "+DO (8-bit)",
@@ -108,7 +103,7 @@ class GenUnlearnSpec:
     """One method under one setting. ``iterations``: joint steps (Joint) or forget+retain
     cycles (1 : 1 otherwise). Unset values take the method's published ones (SPEC §2.2)."""
 
-    method: MethodName = "sfron"
+    method: str = "sfron"  # a registered method (tasks/diffusion/methods/)
     setting: SettingName | None = None  # None: as published (SA/SalUn Joint, SFR-on Alternate)
     iterations: int | None = None
     forget_lr: float | None = None
@@ -129,8 +124,7 @@ class GenUnlearnSpec:
     label_dropout: float = 0.1  # kept in retain losses
 
     def __post_init__(self) -> None:
-        if self.method not in METHOD_LABELS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {list(METHOD_LABELS)}")
+        methods.get(self.method)  # a ValueError naming the registered methods
         if self.setting is not None:
             check_setting(self.setting)
         for name in ("iterations", "batch_size", "replay_per_class", "fisher_per_class"):
@@ -148,8 +142,13 @@ class GenUnlearnSpec:
             raise ValueError(f"forget_weight must be > 0, got {self.forget_weight}")
 
     @property
+    def registered(self) -> methods.DiffusionMethod:
+        """The method's registration: its build and its published defaults."""
+        return methods.get(self.method)
+
+    @property
     def resolved_setting(self) -> str:
-        return self.setting or PUBLISHED_SETTING[self.method]
+        return self.setting or self.registered.setting
 
     @property
     def optimizer_setting(self) -> Setting:
@@ -158,19 +157,20 @@ class GenUnlearnSpec:
 
     @property
     def label(self) -> str:
-        """E.g. "SA", "SFR-on+DO", "SFR-on (joint)"; SFR-on's α when it is not the default."""
-        setting, name = self.resolved_setting, METHOD_LABELS[self.method]
+        """E.g. "SA", "SFR-on+DO", "SFR-on (joint)"; the method's α when it is not the default."""
+        setting, name = self.resolved_setting, self.registered.label
         if setting in SETTING_SUFFIX:
             label = name + SETTING_SUFFIX[setting]
         else:
-            label = name if setting == PUBLISHED_SETTING[self.method] else f"{name} ({setting})"
-        if self.method == "sfron" and self.sfron_alpha != self._default_alpha:
+            label = name if setting == self.registered.setting else f"{name} ({setting})"
+        default = self._default_alpha
+        if default is not None and self.alpha is not None and self.alpha != default:
             label += f" α={self.sfron_alpha:g}"
         return label
 
     @property
     def eta_f(self) -> float:
-        return self.forget_lr if self.forget_lr is not None else PAPER_LR[self.method]
+        return self.forget_lr if self.forget_lr is not None else self.registered.forget_lr
 
     @property
     def eta_r(self) -> float:
@@ -178,21 +178,22 @@ class GenUnlearnSpec:
 
     @property
     def steps(self) -> int:
-        return self.iterations or PAPER_ITERATIONS[self.method]
+        return self.iterations or self.registered.iterations
 
     @property
     def c_r(self) -> float:
         if self.retain_weight is not None:
             return self.retain_weight
-        return 1e-3 if self.method == "salun" and self.optimizer_setting.joint else 1.0
+        return self.registered.joint_retain_weight if self.optimizer_setting.joint else 1.0
 
     @property
-    def _default_alpha(self) -> float:
-        """SFR-on's published α = 10 balances a shared optimizer; DO's own states need 1."""
-        return 10.0 if self.optimizer_setting.shared else 1.0
+    def _default_alpha(self) -> float | None:
+        """The method's α for the resolved setting; None when it has no α."""
+        return self.registered.default_alpha(self.optimizer_setting)
 
     @property
-    def sfron_alpha(self) -> float:
+    def sfron_alpha(self) -> float | None:
+        """The α SFR-on runs with: the spec's, or the method's default for the setting."""
         return self.alpha if self.alpha is not None else self._default_alpha
 
 

@@ -13,45 +13,15 @@ from torch import nn
 from dualoptim.optim.objective import ObjectiveOptimizer
 from dualoptim.optim.settings import build_optimizer
 from dualoptim.tasks.diffusion.config import CHECKPOINT_EVERY, GenUnlearnSpec
-from dualoptim.tasks.diffusion.data import NoiseImages, class_split
-from dualoptim.tasks.diffusion.methods import SalUn, SelectiveAmnesia, SFRon
+from dualoptim.tasks.diffusion.methods import Built
 from dualoptim.tasks.diffusion.world import World
 from dualoptim.unlearn import EngineConfig, PhaseOptions, Schedule, unlearn
 
 
-def build_method(spec: GenUnlearnSpec, world: World, forgotten: int):
-    """(method, forget source, retain source) of ``spec`` for one forgotten class."""
-    forget, retain = class_split(world.data.train, forgotten)
-    common = {"label_dropout": spec.label_dropout}
-    if spec.method == "sa":
-        noise = NoiseImages(len(forget), forgotten, world.data.image_shape)
-        fisher = world.fisher(spec.fisher_per_class, spec.batch_size)
-        method = SelectiveAmnesia(
-            world.scheduler, fisher=fisher, gamma=spec.gamma, lam=spec.lam, **common
-        )
-        return method, noise, world.replay(forgotten, spec.replay_per_class)
-    mask_options = {"batch_size": spec.batch_size, "mask_batches": spec.mask_batches, "seed": 0}
-    if spec.method == "salun":
-        method = SalUn(
-            world.scheduler,
-            forget=forget,
-            keep=spec.keep,
-            mask_cache=world.mask_path("salun", forgotten, spec.keep, mask_options),
-            **mask_options,
-            **common,
-        )
-        return method, forget, retain
-    method = SFRon(
-        world.scheduler,
-        forget=forget,
-        retain=retain,
-        alpha=spec.sfron_alpha,
-        loss=spec.sfron_loss,
-        mask_cache=world.mask_path("sfron", forgotten, mask_options),
-        **mask_options,
-        **common,
-    )
-    return method, forget, retain
+def build_method(spec: GenUnlearnSpec, world: World, forgotten: int) -> Built:
+    """(method, forget source, retain source) of ``spec`` for one forgotten class, as its
+    registered method builds them."""
+    return spec.registered.build(spec, world, forgotten)
 
 
 def make_optimizer(spec: GenUnlearnSpec, model: nn.Module) -> ObjectiveOptimizer:

@@ -30,7 +30,8 @@ from dualoptim.tasks.diffusion.data import (
     to_unit_range,
 )
 from dualoptim.tasks.diffusion.ddpm import generate
-from dualoptim.tasks.diffusion.methods import DDPMTraining, fisher_diagonal
+from dualoptim.tasks.diffusion.methods.base import DDPMTraining
+from dualoptim.tasks.diffusion.methods.sa import fisher_diagonal
 from dualoptim.tasks.diffusion.models import Denoiser, build_denoiser
 from dualoptim.tasks.images.models import build_model
 from dualoptim.tasks.images.sets import ImageSet

@@ -15,9 +15,6 @@ from dualoptim.tasks.llm.format import PromptFormat
 from dualoptim.tasks.llm.methods import LLMMethod, LossOptions
 from dualoptim.tasks.llm.models import TINY, TinySpec
 
-#: Joint baselines whose forget loss is down-weighted (SPEC §1.3: c_f = 0.1).
-_JOINT_DOWNWEIGHTED = ("me", "npo", "dpo")
-
 
 @dataclass(frozen=True)
 class TofuData:
@@ -77,7 +74,7 @@ class LLMUnlearnSpec:
 
     method: str = "me+gd"
     setting: SettingName = "dual"
-    forget_lr: float | None = None  # None: 1e-5 (DPO 1.5e-5)
+    forget_lr: float | None = None  # None: the forget loss's default (1e-5; DPO 1.5e-5)
     retain_lr: float = 1e-5
     epochs: int = 5
     warmup_epochs: float = 1.0  # linear warm-up, then linear decay to 0 (SPEC: one epoch)
@@ -85,7 +82,7 @@ class LLMUnlearnSpec:
     retain_steps: int = 5
     batch_size: int = 4  # per side; the paper's effective batch is 40
     accumulation: int = 1
-    forget_weight: float | None = None  # c_f; None: 0.1 for Joint ME/NPO/DPO+GD, else 1
+    forget_weight: float | None = None  # c_f; None: 1; Joint: the loss's (ME/NPO/DPO 0.1)
     retain_weight: float = 1.0
     clip_norm: float = 1.0
     weight_decay: float = 0.01
@@ -123,14 +120,15 @@ class LLMUnlearnSpec:
     def eta_f(self) -> float:
         if self.forget_lr is not None:
             return self.forget_lr
-        return 1.5e-5 if LLMMethod(self.method).forget == "dpo" else 1e-5
+        return LLMMethod(self.method).forget_objective.forget_lr
 
     @property
     def c_f(self) -> float:
         if self.forget_weight is not None:
             return self.forget_weight
-        downweighted = LLMMethod(self.method).forget in _JOINT_DOWNWEIGHTED
-        return 0.1 if Setting(self.setting).joint and downweighted else 1.0
+        if not Setting(self.setting).joint:
+            return 1.0
+        return LLMMethod(self.method).forget_objective.joint_forget_weight
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ itself without being listed anywhere; a method defined outside it registers on i
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
+
+from dualoptim.registry import Registry
 
 if TYPE_CHECKING:
     from dualoptim.tasks.vision.config import UnlearnSpec
@@ -49,38 +49,5 @@ class VisionMethod:
     per_phase_lr: bool = False
 
 
-_REGISTRY: dict[str, VisionMethod] = {}
-_loaded = False
-
-
-def register(method: VisionMethod) -> VisionMethod:
-    """Make ``method`` available under its name; a name is registered once."""
-    if method.name in _REGISTRY:
-        raise ValueError(f"a vision method named {method.name!r} is already registered")
-    _REGISTRY[method.name] = method
-    return method
-
-
-def _load_builtins() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for module in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{module.name}")
-
-
-def names() -> tuple[str, ...]:
-    """The registered methods' names, sorted."""
-    _load_builtins()
-    return tuple(sorted(_REGISTRY))
-
-
-def get(name: str) -> VisionMethod:
-    """The method registered as ``name``; an unknown name is a ValueError listing them."""
-    _load_builtins()
-    if name not in _REGISTRY:
-        raise ValueError(
-            f"unknown vision method {name!r}: registered are {', '.join(names())} "
-            "(a method registers itself in a module of dualoptim/tasks/vision/methods/)"
-        )
-    return _REGISTRY[name]
+REGISTRY: Registry[VisionMethod] = Registry("vision method", __name__)
+register, get, names = REGISTRY.register, REGISTRY.get, REGISTRY.names
