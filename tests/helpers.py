@@ -19,6 +19,18 @@ from dualoptim.tasks.images.sets import ImageSet
 MIXED = ("forget", *["retain"] * 5, "forget", "retain", "forget", "forget", "retain")
 
 
+def _tofu_dir() -> Path:
+    """The real TOFU files: $DUALOPTIM_TOFU_DIR, else ../shared/data/tofu beside the checkout
+    (where CI puts shared/), else this workplace's /work/shared."""
+    if "DUALOPTIM_TOFU_DIR" in os.environ:
+        return Path(os.environ["DUALOPTIM_TOFU_DIR"])
+    beside = Path(__file__).resolve().parents[2] / "shared" / "data" / "tofu"
+    return beside if beside.is_dir() else Path("/work/shared/data/tofu")
+
+
+TOFU_DIR = _tofu_dir()
+
+
 def grads_for(n: int, steps: int, seed: int = 0) -> list[torch.Tensor]:
     """Prescribed gradients of varied magnitude (so that Adam and SGD differ visibly)."""
     gen = torch.Generator().manual_seed(seed)

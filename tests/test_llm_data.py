@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import re
 import tomllib
 from pathlib import Path
@@ -24,8 +23,8 @@ from dualoptim.tasks.llm.data import (
 )
 from dualoptim.tasks.llm.generator import generate_tofu, write_tofu
 from dualoptim.tasks.llm.refusals import REFUSALS, refusal
+from helpers import TOFU_DIR
 
-TOFU_DIR = Path(os.environ.get("DUALOPTIM_TOFU_DIR", "/work/shared/data/tofu"))
 needs_tofu = pytest.mark.skipif(
     not TOFU_DIR.is_dir(),
     reason=f"real TOFU files not found at {TOFU_DIR} (set DUALOPTIM_TOFU_DIR to a TOFU directory)",

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shlex
 import shutil
@@ -30,9 +29,9 @@ from dualoptim.cli import _experiment, _shipped_configs, main
 from dualoptim.tasks.llm.world import load_splits
 from dualoptim.tasks.vision.config import UnlearnSpec
 from dualoptim.tasks.vision.sweep import METRICS
+from helpers import TOFU_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-TOFU_DIR = Path(os.environ.get("DUALOPTIM_TOFU_DIR", "/work/shared/data/tofu"))
 README = ROOT / "README.md"
 #: The README marks commands that are not run here (a GPU, data that does not ship) with this.
 NOTE = "GPU / real data"
