@@ -16,7 +16,7 @@ from unittest.mock import Mock
 
 import pytest
 
-from dualoptim.cli import _experiment, _parse, build_parser, main
+from dualoptim.cli import _load, _parse, build_parser, main
 from dualoptim.errors import WriteError
 from dualoptim.io import write_json, write_tensors
 
@@ -216,17 +216,17 @@ def test_forget_lr_in_any_float_form_is_a_float(workspace: Path) -> None:
     """The positive counterpart of 'forget_lr: abc': 1.0e6 is a float in a file and in an
     override (YAML 1.1 alone reads it as a string)."""
     (workspace / "big.yaml").write_text(TINY.replace("forget_lr: 1.0e-4", "forget_lr: 1.0e6"))
-    exp = _experiment(_parse(build_parser(), ["unlearn", "--config", "big.yaml"]))
+    exp = _load(_parse(build_parser(), ["unlearn", "--config", "big.yaml"]))[1]
     assert exp.runs[0].forget_lr == 1e6
     override = "runs=[{method: rl, setting: dual, forget_lr: 1.0e6}]"
-    exp = _experiment(_parse(build_parser(), ["unlearn", override, "--config", "tiny.yaml"]))
+    exp = _load(_parse(build_parser(), ["unlearn", override, "--config", "tiny.yaml"]))[1]
     assert exp.runs[0].forget_lr == 1e6
 
 
 def test_ctrl_c_is_one_line_and_status_130(
     workspace: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("dualoptim.tasks.vision.sweep.sweep", Mock(side_effect=KeyboardInterrupt))
+    monkeypatch.setattr("dualoptim.bench.sweeps.sweep", Mock(side_effect=KeyboardInterrupt))
     before = snapshot(workspace)
     err = one_line(refused(["unlearn", "--config", "tiny.yaml", "--out", "out"], capsys, 130))
     assert err == (

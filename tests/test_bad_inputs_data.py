@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
+from dualoptim.bench.sweeps import sweep
 from dualoptim.io import cached_state, read_json, write_tensors
 from dualoptim.tasks.images.loaders import load_data
 from dualoptim.tasks.llm.data import load_split
 from dualoptim.tasks.llm.generator import write_tofu
 from dualoptim.tasks.vision import experiment as vision
-from dualoptim.tasks.vision import sweep as vision_sweep
 from dualoptim.tasks.vision.config import VisionExperiment
 from test_content_caches import tiny_vision, write_images
 
@@ -210,9 +210,9 @@ def test_a_records_folder_made_on_other_data_is_refused(
     path = write_images(tmp_path / "set.npz", seed=0)
     shutil.copytree(trained[1], tmp_path / "cache")
     exp, out = tiny_vision(path, tmp_path / "cache"), tmp_path / "out"
-    vision_sweep.sweep(exp, out)
+    sweep(exp, out)
     write_images(path, seed=2)  # the same path and config, other images
-    message = refused(lambda: vision_sweep.sweep(exp, out), out, tmp_path / "cache", names=str(out))
+    message = refused(lambda: sweep(exp, out), out, tmp_path / "cache", names=str(out))
     assert "holds records made on other data" in message
     assert "use another --out" in message
 

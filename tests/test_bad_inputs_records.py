@@ -14,12 +14,12 @@ import pytest
 
 from dualoptim.bench import records as records_module
 from dualoptim.bench.records import RecordError, RecordWriteError, make_record
-from dualoptim.bench.sweeps import open_store
+from dualoptim.bench.store import open_store
+from dualoptim.bench.sweeps import sweep
 from dualoptim.cli import main
 from dualoptim.io import write_json
-from dualoptim.tasks.vision import sweep as sweep_module
+from dualoptim.tasks.vision import task as sweep_module
 from dualoptim.tasks.vision.config import DataSpec, UnlearnSpec, VisionExperiment
-from dualoptim.tasks.vision.sweep import sweep
 
 
 def tiny(tmp_path: Path) -> VisionExperiment:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from dualoptim.bench.records import make_record
-from dualoptim.bench.sweeps import lr_grid, open_store, run_record, scaled, stored_or_made
+from dualoptim.bench.store import open_store, stored_or_made
+from dualoptim.bench.sweeps import lr_grid, run_record, scaled
+from dualoptim.unlearn.task import Job, Outcome
 
 
 def _reference(config: dict) -> dict:
@@ -26,27 +27,22 @@ def test_the_grid_puts_the_configured_step_first_and_refuses_bad_multiples() -> 
     assert scaled(1e-5, 3.0) == 3e-5  # not 3.0000000000000004e-05
 
 
-@dataclass
-class _Spec:
-    label: str = "SFR-on+DO"
-    method: str = "sfron"
-    eta_f: float = 3e-4
-
-
-def test_a_run_record_carries_the_spec_and_the_engine_step_counts() -> None:
-    result = {"metrics": {"FA": 12.5}, "steps": {"forget": 3, "retain": 0}, "seconds": 2.0,
-              "curves": {"FA": [[0, 90.0]]}}  # fmt: skip
-    record = run_record(
-        _Spec(), result, id="r", setting="dual", seed=1, scale=3.0, config={"data": "a"},
-        task="diffusion", extra={"class_name": "Bag"},
+def test_a_run_record_carries_the_job_and_the_engine_step_counts() -> None:
+    job = Job(
+        id="r", group="SFR-on+DO", method="sfron", setting="dual", lr_scale=3.0,
+        forget_lr=3e-4, seed=1, config={"data": "a"}, run=Outcome, extra={"class_name": "Bag"},
     )  # fmt: skip
+    outcome = Outcome({"FA": 12.5}, 2.0, steps={"forget": 3, "retain": 0},
+                      curves={"FA": [[0, 90.0]]}, extra={"grid": "g.png"})  # fmt: skip
+    record = run_record("diffusion", job, outcome, None, "data-hash")
     assert record["metrics"] == {"FA": 12.5, "steps/forget": 3.0, "steps/retain": 0.0}
     assert (record["group"], record["method"], record["setting"]) == ("SFR-on+DO", "sfron", "dual")
     assert (record["kind"], record["seed"], record["lr_scale"], record["forget_lr"]) == (
         "run", 1, 3.0, 3e-4,
     )  # fmt: skip
     assert record["task"] == "diffusion"
-    assert record["extra"] == {"class_name": "Bag"}
+    assert record["extra"] == {"class_name": "Bag", "grid": "g.png"}  # the job's, then the run's
+    assert (record["id"], record["config"], record["data"]) == ("r", {"data": "a"}, "data-hash")
     assert record["curves"] == {"FA": [[0, 90.0]]}
     assert record["seconds"] == 2.0
 

@@ -12,7 +12,7 @@ from unittest.mock import Mock
 import pytest
 import torch
 
-from dualoptim.cli import _experiment, _named_config, _parse, build_parser, main
+from dualoptim.cli import _load, _named_config, _parse, build_parser, main
 from dualoptim.config import ConfigError, load_config
 from dualoptim.tasks.images.models import build_model
 from dualoptim.tasks.images.sets import ImageData, ImageSet
@@ -144,7 +144,7 @@ def test_bench_then_report_from_the_command_line(tmp_path: Path, monkeypatch, ca
 def test_overrides_may_stand_anywhere_and_later_ones_win(argv: list[str]) -> None:
     args = _parse(build_parser(), argv)
     assert args.out == Path("X")
-    exp = _experiment(args)
+    exp = _load(args)[1]
     assert exp.seeds == (0,)
     assert exp.train.epochs == 2
 
@@ -167,21 +167,21 @@ def test_a_config_task_picks_its_experiment_and_an_unknown_task_is_named(tmp_pat
     from dualoptim.tasks.llm.config import LLMExperiment
 
     assert isinstance(
-        _experiment(_parse(build_parser(), ["train", "--config", "tofu-tiny"])), LLMExperiment
+        _load(_parse(build_parser(), ["train", "--config", "tofu-tiny"]))[1], LLMExperiment
     )
     config = tmp_path / "c.yaml"
     config.write_text("seeds: [0]\n")
     args = _parse(build_parser(), ["train", "--config", str(config), "task=llm"])
-    assert isinstance(_experiment(args), LLMExperiment)  # an override may set the task
+    assert isinstance(_load(args)[1], LLMExperiment)  # an override may set the task
     config.write_text("task: nlp\n")
     args = _parse(build_parser(), ["train", "--config", str(config)])
     with pytest.raises(ConfigError, match="task: got 'nlp'; allowed values: 'vision', 'llm'"):
-        _experiment(args)
+        _load(args)[1]
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch) -> None:
     """Only expected failures become one line: a TypeError is a bug to be seen in full."""
-    monkeypatch.setattr("dualoptim.tasks.vision.sweep.sweep", Mock(side_effect=TypeError("a bug")))
+    monkeypatch.setattr("dualoptim.bench.sweeps.sweep", Mock(side_effect=TypeError("a bug")))
     with pytest.raises(TypeError, match="a bug"):
         main(["unlearn", "seeds=[0]"])
 
@@ -193,9 +193,9 @@ HEAVY = ("bitsandbytes", "diffusers", "transformers")
 def test_a_vision_command_imports_no_diffusion_or_llm_library() -> None:
     code = (
         "import sys\n"
-        "from dualoptim.cli import _experiment, _parse, build_parser\n"
-        "_experiment(_parse(build_parser(), ['unlearn', '--config', 'digits', 'seeds=[0]']))\n"
-        "import dualoptim.tasks.vision.sweep\n"
+        "from dualoptim.cli import _load, _parse, build_parser\n"
+        "_load(_parse(build_parser(), ['unlearn', '--config', 'digits', 'seeds=[0]']))[1]\n"
+        "import dualoptim.tasks.vision.task, dualoptim.bench.sweeps, dualoptim.bench.task_report\n"
         f"print([m for m in {HEAVY!r} if m in sys.modules])\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -208,8 +208,8 @@ def test_the_diffusion_task_starts_without_bitsandbytes_noise() -> None:
     """diffusers imports bitsandbytes whenever it is installed; its kernels-community line is
     filtered by name (on machines where it would print)."""
     code = (
-        "from dualoptim.cli import _experiment, _parse, build_parser\n"
-        "_experiment(_parse(build_parser(), ['train', '--config', 'digits-ddpm']))\n"
+        "from dualoptim.cli import _load, _parse, build_parser\n"
+        "_load(_parse(build_parser(), ['train', '--config', 'digits-ddpm']))[1]\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from dualoptim.bench.sweeps import sweep
 from dualoptim.io import cached_state, fingerprint, read_tensors
 from dualoptim.tasks.images.train import TrainRecipe
 from dualoptim.tasks.vision import experiment as vision_experiment
-from dualoptim.tasks.vision import sweep as vision_sweep
+from dualoptim.tasks.vision import task as vision_task
 from dualoptim.tasks.vision.config import DataSpec, UnlearnSpec, VisionExperiment
 
 
@@ -86,7 +87,7 @@ def test_replacing_the_npz_at_the_same_path_retrains_and_reruns(
     exp = tiny_vision(npz, tmp_path / "cache")
     trained: list[int] = []
     runs: list[int] = []
-    real_train, real_run = vision_experiment.train_classifier, vision_sweep.run_unlearning
+    real_train, real_run = vision_experiment.train_classifier, vision_task.run_unlearning
 
     def train(model, source, recipe, seed, **kwargs):
         trained.append(len(source))
@@ -97,9 +98,9 @@ def test_replacing_the_npz_at_the_same_path_retrains_and_reruns(
         return real_run(*args)
 
     monkeypatch.setattr(vision_experiment, "train_classifier", train)
-    monkeypatch.setattr(vision_sweep, "run_unlearning", run)
+    monkeypatch.setattr(vision_task, "run_unlearning", run)
 
-    first = vision_sweep.sweep(exp, tmp_path / "out")
+    first = sweep(exp, tmp_path / "out")
     assert trained == [72, 65]  # the original (all rows), then RT (D_r)
     assert len(runs) == 1
     cache_files = set((tmp_path / "cache").iterdir())
@@ -107,7 +108,7 @@ def test_replacing_the_npz_at_the_same_path_retrains_and_reruns(
 
     trained.clear()
     runs.clear()
-    again = vision_sweep.sweep(exp, tmp_path / "out")  # the same data: everything reused
+    again = sweep(exp, tmp_path / "out")  # the same data: everything reused
     assert trained == runs == []
     assert [r["id"] for r in again] == [r["id"] for r in first]
     assert set((tmp_path / "cache").iterdir()) == cache_files
@@ -115,15 +116,15 @@ def test_replacing_the_npz_at_the_same_path_retrains_and_reruns(
     copy = tmp_path / "elsewhere" / "copy.npz"
     copy.parent.mkdir()
     shutil.copy(npz, copy)
-    vision_sweep.sweep(tiny_vision(copy, tmp_path / "cache"), tmp_path / "out-copy")
+    sweep(tiny_vision(copy, tmp_path / "cache"), tmp_path / "out-copy")
     assert trained == []  # the same content at another path: the cached models serve
     runs.clear()
 
     write_images(npz, seed=1)  # other images, same path, same config
     with pytest.raises(ValueError, match=rf"{tmp_path / 'out'} holds records made on other data"):
-        vision_sweep.sweep(exp, tmp_path / "out")
+        sweep(exp, tmp_path / "out")
     assert trained == runs == []
-    replaced = vision_sweep.sweep(exp, tmp_path / "out-new")
+    replaced = sweep(exp, tmp_path / "out-new")
     assert trained == [72, 65]  # retrained and rerun: nothing stale is read
     assert len(runs) == 1
     new_files = set((tmp_path / "cache").iterdir()) - cache_files

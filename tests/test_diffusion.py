@@ -13,12 +13,15 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from dualoptim.bench import task_report
+from dualoptim.bench.split_table import split_columns, split_tables
+from dualoptim.bench.sweeps import sweep
 from dualoptim.bench.tables import markdown
 from dualoptim.cli import main
 from dualoptim.config import ConfigError, load_config
 from dualoptim.tasks.diffusion import methods as registry
 from dualoptim.tasks.diffusion import run as grun
-from dualoptim.tasks.diffusion import sweep as gsweep
+from dualoptim.tasks.diffusion import task as diffusion_task
 from dualoptim.tasks.diffusion.config import (
     ClassifierSpec,
     DiffusionExperiment,
@@ -269,8 +272,13 @@ def test_the_registry_holds_each_method_once_with_its_published_defaults() -> No
 
 def test_run_specs_resolve_the_published_defaults() -> None:
     sa, salun, sfron = GenUnlearnSpec("sa"), GenUnlearnSpec("salun"), GenUnlearnSpec("sfron")
-    assert (sa.label, sa.resolved_setting, sa.steps, sa.eta_f) == ("SA", "joint", 20_000, 1e-4)
-    assert (salun.resolved_setting, salun.eta_f, salun.steps, salun.c_r) == (
+    assert (sa.label, sa.resolved_setting, sa.steps, sa.effective_forget_lr) == (
+        "SA",
+        "joint",
+        20_000,
+        1e-4,
+    )
+    assert (salun.resolved_setting, salun.effective_forget_lr, salun.steps, salun.c_r) == (
         "joint",
         1e-5,
         1000,
@@ -421,7 +429,7 @@ def test_unlearning_a_class_lowers_its_forget_accuracy_end_to_end(
     run = GenUnlearnSpec("sfron", "dual", iterations=30, batch_size=32, forget_lr=3e-3)
     exp = _toy_experiment(toy, toy_cache, (run,))
     out = tmp_path / "out"
-    records = gsweep.sweep(exp, out)
+    records = sweep(exp, out)
     reference, result = records
     assert reference["group"] == "original"
     assert result["group"] == "SFR-on+DO"
@@ -438,15 +446,18 @@ def test_unlearning_a_class_lowers_its_forget_accuracy_end_to_end(
         assert (out / record["extra"]["grid"]).stat().st_size > 1000
     assert result["extra"]["grid"] == "grids/sfr-on-do-lr0-003-class0-seed0.png"  # η_f in it
     # a rerun reads the records back instead of running again
-    monkeypatch.setattr(gsweep, "run_unlearning", lambda *_, **__: pytest.fail("reran"))
-    assert [r["id"] for r in gsweep.sweep(exp, out)] == [r["id"] for r in records]
+    monkeypatch.setattr(diffusion_task, "run_unlearning", lambda *_, **__: pytest.fail("reran"))
+    assert [r["id"] for r in sweep(exp, out)] == [r["id"] for r in records]
     # Table 2's layout: a column pair per forgotten class, the original first
-    (header, cells), (average_header, _), table_csv = gsweep.tables(records)
+    (header, cells), (average_header, _), table_csv = split_tables(records, diffusion_task.LAYOUT)
     table2 = markdown(header, cells)
     assert "0 FA ↓" in header
     assert "0 FID ↓" in header
     with_inception = {**result, "metrics": {**result["metrics"], "FID_inception": 100.0}}
-    assert gsweep.class_columns([with_inception])[1]["0/FID_inception"] == "0 FID-Inception ↓"
+    assert (
+        split_columns([with_inception], diffusion_task.LAYOUT)[1]["0/FID_inception"]
+        == "0 FID-Inception ↓"
+    )
     assert [c[0] for c in cells] == ["original", "SFR-on+DO"]
     assert table2.splitlines()[2].startswith("| original")
     assert "SFR-on+DO" in table2
@@ -455,14 +466,14 @@ def test_unlearning_a_class_lowers_its_forget_accuracy_end_to_end(
     # a run that has not yet forgotten every class gets no average, not one over fewer classes
     extra = {**reference["extra"], "forget_class": 1, "class_name": "1"}
     other_class = {**reference, "id": "ref-1", "extra": extra}
-    _, (_, partial_cells), _ = gsweep.tables([*records, other_class])
+    _, (_, partial_cells), _ = split_tables([*records, other_class], diffusion_task.LAYOUT)
     assert partial_cells[0][2] != "–"  # the original has both classes
     assert set(partial_cells[1][2:-2]) == {"–"}  # SFR-on+DO has one
     twin = {**result, "id": "twin"}  # another run under the same label: refused, not merged
     with pytest.raises(ValueError, match="would share a row"):
-        gsweep.tables([*records, twin])
+        split_tables([*records, twin], diffusion_task.LAYOUT)
     # the report rebuilds from the records alone
-    gsweep.report(records, out, "toy")
+    task_report.report(diffusion_task.TASK, records, out, "toy")
     (out / "report.md").unlink()
     assert main(["report", str(out)]) == 0
     report = (out / "report.md").read_text()
@@ -497,13 +508,13 @@ def test_a_method_registered_from_a_test_file_runs_with_its_own_defaults(
         DiffusionMethod("ascent", "Ascent", _build_ascent, "alternate", 2e-3, iterations=3)
     )
     spec = GenUnlearnSpec("ascent", batch_size=32)
-    assert (spec.resolved_setting, spec.eta_f, spec.steps, spec.label) == (
+    assert (spec.resolved_setting, spec.effective_forget_lr, spec.steps, spec.label) == (
         "alternate",
         2e-3,
         3,
         "Ascent",
     )
-    _, result = gsweep.sweep(_toy_experiment(toy, toy_cache, (spec,)), tmp_path / "out")
+    _, result = sweep(_toy_experiment(toy, toy_cache, (spec,)), tmp_path / "out")
     assert (result["group"], result["method"], result["forget_lr"]) == ("Ascent", "ascent", 2e-3)
     steps = {k: v for k, v in result["metrics"].items() if k.startswith("steps/")}
     assert steps == {"steps/forget": 3, "steps/retain": 3, "steps/joint": 0}
@@ -565,7 +576,7 @@ def test_paper_configs_make_one_step_of_each_run_on_a_tiny_input(
         ),
         classifier=replace(exp.classifier, train=replace(exp.classifier.train, epochs=1)),
     )
-    records = gsweep.sweep(tiny)
+    records = sweep(tiny)
     assert ("FID_inception" in records[0]["metrics"]) == exp.eval.inception
     assert [r["group"] for r in records[1:]] == [r.label for r in exp.runs]
     for record, spec in zip(records[1:], exp.runs, strict=True):
@@ -585,4 +596,4 @@ def test_the_cli_finds_diffusion_configs_and_refuses_what_they_lack(
     assert "no retrained reference" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["tune", "--config", "digits-ddpm"])
-    assert "tune is for classification" in capsys.readouterr().err
+    assert "diffusion tables have no Gap: use bench --grid" in capsys.readouterr().err

@@ -17,16 +17,17 @@ import torch
 
 from dualoptim.bench.metric_table import metric_csv, metric_rows, metric_table
 from dualoptim.bench.records import RecordStore, make_record
-from dualoptim.bench.report import rebuild_report
-from dualoptim.bench.sweeps import attempt
+from dualoptim.bench.report import write_report
+from dualoptim.bench.split_table import split_tables
+from dualoptim.bench.sweeps import attempt, sweep
 from dualoptim.bench.tables import main_table, rows_csv, sensitivity_table, summarize
 from dualoptim.cli import main
-from dualoptim.tasks.diffusion import sweep as diffusion_sweep
+from dualoptim.tasks.diffusion.task import LAYOUT as DIFFUSION
 from dualoptim.tasks.images.train import TrainRecipe
-from dualoptim.tasks.vision import sweep as sweep_module
-from dualoptim.tasks.vision.config import DataSpec, UnlearnSpec, VisionExperiment
-from dualoptim.tasks.vision.sweep import METRICS, sweep
+from dualoptim.tasks.vision import task as sweep_module
+from dualoptim.tasks.vision.config import METRICS, DataSpec, UnlearnSpec, VisionExperiment
 from dualoptim.unlearn.errors import RunDivergedError
+from dualoptim.unlearn.task import Outcome
 
 
 def tiny(tmp_path: Path, seeds: tuple[int, ...] = (0, 1)) -> VisionExperiment:
@@ -78,7 +79,7 @@ def test_a_diverging_job_is_recorded_the_others_finish_and_a_rerun_skips_it(
         assert RecordStore(out / "records").get(record["id"]) == record  # written as it failed
     assert {r["status"] for r in records if r not in failed} == {"finished"}
 
-    summary = rebuild_report(out, METRICS, "out")
+    summary = write_report(list(RecordStore(out / "records")), out, METRICS, "out")
     report = (out / "report.md").read_text()
     assert "diverged at step 7 (2 of 2 seeds)" in report  # the sensitivity table's ×10 cell
     assert [(row.group, row.lr_scale) for row in summary.tuned()] == [("ga (alternate)", 1.0)]
@@ -141,15 +142,16 @@ def test_a_run_out_of_memory_is_a_failure_and_other_errors_are_not() -> None:
     def out_of_memory() -> dict:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    result = attempt(out_of_memory)
-    assert result["failure"] == {
+    outcome, failure = attempt(out_of_memory)
+    assert failure == {
         "type": "OutOfMemoryError",
         "message": "CUDA out of memory. Tried to allocate 2.00 GiB",
         "step": None,
     }
-    assert result["metrics"] == {}
-    assert result["seconds"] >= 0
-    assert attempt(lambda: {"metrics": {"FA": 1.0}}) == {"metrics": {"FA": 1.0}}
+    assert outcome.metrics == {}
+    assert outcome.seconds >= 0
+    finished = Outcome({"FA": 1.0}, 2.0)
+    assert attempt(lambda: finished) == (finished, None)
     with pytest.raises(ZeroDivisionError):
         attempt(lambda: 1 / 0)
 
@@ -240,7 +242,7 @@ def test_diffusion_tables_show_the_class_whose_run_failed() -> None:
     out_of_memory = {"type": "OutOfMemoryError", "message": "CUDA out of memory", "step": None}
     records = [record("reference", 0), record("reference", 1), record("run", 0),
                record("run", 1, out_of_memory)]  # fmt: skip
-    (header, cells), (_, averages), table_csv = diffusion_sweep.tables(records)
+    (header, cells), (_, averages), table_csv = split_tables(records, DIFFUSION)
     assert header[2:6] == ["c0 FA ↓", "c0 FID ↓", "c1 FA ↓", "c1 FID ↓"]
     assert cells[1][2:] == ["10.00", "30.00", "out of memory", "–", "4", "1"]
     assert averages[1][2] == "out of memory"  # no average over the class that finished

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dualoptim.bench.metric_table import metric_csv, metric_rows, metric_table
+from dualoptim.bench.sweeps import sweep
 from dualoptim.cli import _named_config, main
 from dualoptim.config import load_config
 from dualoptim.tasks.llm.config import LLMExperiment, LLMUnlearnSpec
@@ -19,7 +20,7 @@ from dualoptim.tasks.llm.format import IGNORE, Formatter, PairSource, PromptForm
 from dualoptim.tasks.llm.methods import LLMMethod
 from dualoptim.tasks.llm.models import TinySpec, tiny_llama, train_tokenizer
 from dualoptim.tasks.llm.run import engine_config, make_optimizer
-from dualoptim.tasks.llm.sweep import METRICS, sweep
+from dualoptim.tasks.llm.task import LAYOUT
 from dualoptim.tasks.llm.world import World
 from dualoptim.unlearn import Schedule, unlearn
 
@@ -169,9 +170,9 @@ def test_rerun_reads_records_back_and_report_has_table_3(tiny_run) -> None:
     assert "closer-look[no-cosine; no-entailment]" in report
     assert "![curves](curves_x1.png)" in report
     assert (out / "bench" / "curves_x1.png").stat().st_size > 10_000
-    rows = metric_rows(records[::-1], METRICS, ("target", "retain model"))
+    rows = metric_rows(records[::-1], LAYOUT.metrics, ("target", "retain model"))
     assert [r.group for r in rows][:2] == ["target", "retain model"]
-    assert (out / "bench" / "table.csv").read_text() == metric_csv(rows, METRICS)
+    assert (out / "bench" / "table.csv").read_text() == metric_csv(rows, LAYOUT.metrics)
 
 
 def test_metric_table_from_hand_made_records() -> None:
@@ -239,7 +240,7 @@ def test_joint_baselines_downweight_the_forget_loss() -> None:
     assert LLMUnlearnSpec("npo+gd", "joint").c_f == 0.1
     assert LLMUnlearnSpec("idk+gd", "joint").c_f == 1.0
     assert LLMUnlearnSpec("me+gd", "dual").c_f == 1.0
-    assert LLMUnlearnSpec("dpo+gd", "dual").eta_f == 1.5e-5
+    assert LLMUnlearnSpec("dpo+gd", "dual").effective_forget_lr == 1.5e-5
     with pytest.raises(ValueError, match="no retain loss"):
         LLMUnlearnSpec("ga", "dual")
     with pytest.raises(ValueError, match="unknown LLM method 'xx\\+gd': forget losses ga"):

@@ -25,10 +25,10 @@ import yaml
 
 from dualoptim.bench.records import RecordStore
 from dualoptim.bench.report import _recipe, timing_note, write_report
-from dualoptim.cli import _experiment, _shipped_configs, main
+from dualoptim.cli import _load, _shipped_configs, main
 from dualoptim.tasks.llm.world import load_splits
-from dualoptim.tasks.vision.config import UnlearnSpec
-from dualoptim.tasks.vision.sweep import METRICS
+from dualoptim.tasks.vision.config import METRICS, UnlearnSpec
+from dualoptim.tasks.vision.task import TASK as VISION
 from helpers import TOFU_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,7 +154,7 @@ COVERED = {command_key(shlex.split(command)) for command, _ in QUICK.values()} |
 # ---------------------------------------------------------------- every config validates
 @pytest.mark.parametrize("name", sorted(_shipped_configs()))
 def test_every_named_config_validates_through_the_cli(name: str) -> None:
-    exp = _experiment(argparse.Namespace(config=name, overrides=[]))
+    exp = _load(argparse.Namespace(config=name, overrides=[]))[1]
     assert exp.runs
     assert exp.seeds
     assert getattr(exp, "task", "vision") == _shipped_configs()[name].parent.name
@@ -286,7 +286,7 @@ def committed_records(name: str) -> list[dict]:
 
 
 def test_report_recipe_lists_only_the_options_each_run_reads() -> None:
-    text = _recipe(committed_records("fashion-mnist"))
+    text = _recipe(committed_records("fashion-mnist"), VISION.run_options)
     runs = [yaml.safe_load(line[4:]) for line in text.splitlines() if line.startswith("  - ")]
     common = {"method", "setting", "batch_size", "eval_every"}
     read = {(r["method"], r["setting"]): set(r) - common for r in runs}
@@ -340,7 +340,7 @@ def _qa(rows) -> list[tuple[str, str]]:
 
 
 def _splits(name: str, *overrides: str):
-    return load_splits(_experiment(argparse.Namespace(config=name, overrides=list(overrides))).data)
+    return load_splits(_load(argparse.Namespace(config=name, overrides=list(overrides)))[1].data)
 
 
 def test_llm_configs_retain_rows_fit_their_data() -> None:

@@ -26,12 +26,18 @@ def tiny(cache: Path) -> VisionExperiment:
 
 
 def test_unset_forget_lr_takes_the_tuned_default_of_the_method_and_setting() -> None:
-    assert UnlearnSpec("rl", "dual").eta_f == methods.get("rl").forget_lr["dual"] == 1e-4
-    assert UnlearnSpec("rl", "dual_8bit").eta_f == 1e-4
-    assert UnlearnSpec("scrub", "joint").eta_f == methods.get("scrub").forget_lr["joint"] == 0.03
-    assert UnlearnSpec("sfron", "alternate").eta_f == 0.1
-    assert UnlearnSpec("salun", "dual_plus_8bit").eta_f == 3e-4
-    assert UnlearnSpec("salun", "dual", forget_lr=0.123).eta_f == 0.123
+    assert (
+        UnlearnSpec("rl", "dual").effective_forget_lr == methods.get("rl").forget_lr["dual"] == 1e-4
+    )
+    assert UnlearnSpec("rl", "dual_8bit").effective_forget_lr == 1e-4
+    assert (
+        UnlearnSpec("scrub", "joint").effective_forget_lr
+        == methods.get("scrub").forget_lr["joint"]
+        == 0.03
+    )
+    assert UnlearnSpec("sfron", "alternate").effective_forget_lr == 0.1
+    assert UnlearnSpec("salun", "dual_plus_8bit").effective_forget_lr == 3e-4
+    assert UnlearnSpec("salun", "dual", forget_lr=0.123).effective_forget_lr == 0.123
     assert {"ft", "ga", "l1sparse", "rl", "salun", "scrub", "sfron"} <= set(methods.names())
     with pytest.raises(ValueError, match=r"unknown vision method 'sfr': registered are ft, ga"):
         UnlearnSpec("sfr", "dual")
@@ -39,7 +45,7 @@ def test_unset_forget_lr_takes_the_tuned_default_of_the_method_and_setting() -> 
         UnlearnSpec("rl", "dual", forget_lr=0.0)
     with pytest.raises(ValueError, match=r"ga under 'dual' has no tuned default.*\['alternate'\]"):
         UnlearnSpec("ga", "dual")
-    assert UnlearnSpec("ga", "dual", forget_lr=1e-4).eta_f == 1e-4
+    assert UnlearnSpec("ga", "dual", forget_lr=1e-4).effective_forget_lr == 1e-4
     with pytest.raises(ValueError, match="eval_every must be >= 0"):
         UnlearnSpec("rl", "dual", eval_every=-1)
 

@@ -8,6 +8,7 @@ import copy
 import pytest
 import torch
 
+from dualoptim.bench.sweeps import sweep
 from dualoptim.cli import main
 from dualoptim.optim.settings import build_optimizer
 from dualoptim.tasks.images.loaders import load_data
@@ -30,7 +31,6 @@ from dualoptim.tasks.vision.methods.salun import SalUn
 from dualoptim.tasks.vision.methods.scrub import SCRUB
 from dualoptim.tasks.vision.methods.sfron import SFRon
 from dualoptim.tasks.vision.splits import make_forget_split
-from dualoptim.tasks.vision.sweep import sweep
 from dualoptim.unlearn import EngineConfig, PhaseOptions, RunState, Schedule, unlearn
 from dualoptim.unlearn.masks import top_fraction_mask
 
@@ -234,7 +234,7 @@ def test_l1sparse_runs_through_the_cli_with_its_default_step_size(tmp_path, caps
     assert main(args) == 0
     assert "l1sparse (alternate)" in capsys.readouterr().out
     spec = UnlearnSpec("l1sparse", "alternate")
-    assert spec.eta_f == 0.01
+    assert spec.effective_forget_lr == 0.01
     assert not spec.per_phase_lr
     # every step is a retain step, taken at the shared SGD's one step size η_f = 0.01
     assert {"forget_lr", "epochs"} <= spec.used_options()

@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from dualoptim.bench.records import RecordStore
-from dualoptim.bench.report import rebuild_report, write_report
+from dualoptim.bench.report import write_report
+from dualoptim.bench.sweeps import plan_jobs, sweep
+from dualoptim.bench.task_report import rebuild
 from dualoptim.tasks.images.train import TrainRecipe
-from dualoptim.tasks.vision import sweep as sweep_module
-from dualoptim.tasks.vision.config import DataSpec, UnlearnSpec, VisionExperiment
-from dualoptim.tasks.vision.sweep import METRICS, jobs, sweep
+from dualoptim.tasks.vision import task as sweep_module
+from dualoptim.tasks.vision.config import METRICS, DataSpec, UnlearnSpec, VisionExperiment
+from dualoptim.tasks.vision.task import TASK
 
 REPORT_FILES = ("report.md", "table.csv", "sensitivity.csv", "summary.json")
 
@@ -34,22 +36,24 @@ def tiny(cache: Path) -> VisionExperiment:
 
 def test_jobs_put_the_configured_step_size_first_and_resolve_eta_f() -> None:
     exp = tiny(Path("unused"))
-    todo = jobs(exp, [3.0, 1.0])
-    assert [(j.spec.method, j.spec.setting, j.lr_scale, j.seed) for j in todo[:4]] == [
+    plan = TASK.plan(exp, None, progress=False)
+    todo = plan_jobs(plan, [3.0, 1.0])
+    assert [(j.method, j.setting, j.lr_scale, j.seed) for j in todo[:4]] == [
         ("sfron", "alternate", 1.0, 0),
         ("sfron", "dual", 1.0, 0),
         ("sfron", "alternate", 1.0, 1),
         ("sfron", "dual", 1.0, 1),
     ]
-    dual = [j for j in todo if j.spec.setting == "dual"]
-    assert {j.spec.forget_lr for j in dual} == {1e-4, 3e-4}  # × the tuned default 1e-4
-    absolute = jobs(exp, [1e-3], absolute=True)
-    assert {(j.spec.setting, j.lr_scale) for j in absolute} == {("alternate", 0.1), ("dual", 10)}
-    assert all(j.spec.forget_lr == 1e-3 for j in absolute)
+    dual = [j for j in todo if j.setting == "dual"]
+    assert {j.forget_lr for j in dual} == {1e-4, 3e-4}  # × the tuned default 1e-4
+    assert all(j.config["runs"][0]["forget_lr"] == j.forget_lr for j in todo)  # the record's
+    absolute = plan_jobs(plan, [1e-3], absolute=True)
+    assert {(j.setting, j.lr_scale) for j in absolute} == {("alternate", 0.1), ("dual", 10)}
+    assert all(j.forget_lr == 1e-3 for j in absolute)
     with pytest.raises(ValueError, match="grid must be non-empty and positive"):
-        jobs(exp, [])
+        plan_jobs(plan, [])
     with pytest.raises(ValueError, match="grid must be non-empty and positive"):
-        jobs(exp, [1.0, -3.0])
+        plan_jobs(plan, [1.0, -3.0])
 
 
 class KilledError(Exception):
@@ -101,9 +105,9 @@ def test_sweep_resumes_after_a_kill_and_its_report_rebuilds_from_records(
         assert (out / name).read_bytes().startswith(b"\x89PNG")
     for name in REPORT_FILES:
         (out / name).unlink()
-    again = rebuild_report(out, METRICS, "out")
+    again = rebuild(out)
     assert {name: (out / name).read_bytes() for name in REPORT_FILES} == written
-    assert again == summary
+    assert again.tuned == [(row.group, row.forget_lr) for row in summary.tuned()]
     assert {row.group for row in summary.tuned()} == {"sfron (alternate)", "sfron (dual)"}
     assert set(summary.sensitivity()["sfron (dual)"]) == {1.0, 3.0}
     table = json.loads((out / "summary.json").read_text())

@@ -1,28 +1,30 @@
 """The ``dualoptim`` command: parse arguments, call one function per subcommand.
 
 Each subcommand registers itself in :func:`build_parser` with a ``handler``; adding one
-(train, unlearn, bench, report) is one ``_add_*`` function and one handler.
-
-Over 400 lines: the per-task reference commands and result tables (``_llm_models``,
-``_diffusion_models``, ``TABLES``) live here until the Task protocol moves them into the
-tasks (issue 14).
+(train, unlearn, bench, report) is one ``_add_*`` function and one handler. Nothing here
+knows a task: a config names its task, the task registry finds it, and bench runs it.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 import dualoptim
 from dualoptim.config import ConfigError, from_dict, merge, parse_overrides, read_config
 from dualoptim.errors import WriteError
+from dualoptim.tasks import registry
+from dualoptim.unlearn.task import Task
+
+if TYPE_CHECKING:
+    from dualoptim.bench.task_report import Shown
 
 
 def _console() -> Console:
@@ -81,22 +83,12 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_demo)
 
 
-#: Each task's experiment class, imported only when a config of that task loads: the LLM and
-#: diffusion tasks bring transformers and diffusers (and with it bitsandbytes), which a
-#: classification command never needs.
-EXPERIMENTS = {
-    "vision": "dualoptim.tasks.vision.config:VisionExperiment",
-    "llm": "dualoptim.tasks.llm.config:LLMExperiment",
-    "diffusion": "dualoptim.tasks.diffusion.config:DiffusionExperiment",
-}
-
-
 def _shipped_configs() -> dict[str, Path]:
     """The named configs shipped in dualoptim/configs/<task>/, by name."""
     root = resources.files("dualoptim") / "configs"
     return {
         p.name[:-5]: Path(str(p))
-        for task in EXPERIMENTS
+        for task in registry.BUILT_IN
         for p in (root / task).iterdir()
         if p.name.endswith(".yaml")
     }
@@ -116,16 +108,12 @@ def _named_config(name_or_path: str) -> Path:
     )
 
 
-def _experiment(args: argparse.Namespace):
-    """The config's experiment, of the task it names (``task: llm`` / ``diffusion``;
-    classification when there is none); the file is read once, overrides may set the task."""
+def _load(args: argparse.Namespace) -> tuple[Task, Any]:
+    """The config's task and its experiment (``task:``, classification when there is none);
+    the file is read once, and overrides may set the task."""
     data = merge(read_config(_named_config(args.config)), parse_overrides(args.overrides))
-    task = data.pop("task", "vision")  # each class's own task field defaults to its task
-    if task not in EXPERIMENTS:
-        allowed = ", ".join(repr(t) for t in EXPERIMENTS)
-        raise ConfigError(f"task: got {task!r}; allowed values: {allowed}")
-    module, name = EXPERIMENTS[task].split(":")
-    return from_dict(getattr(importlib.import_module(module), name), data)
+    task = registry.get(data.pop("task", "vision"))
+    return task, from_dict(task.config_class, data)
 
 
 def _print_table(title: str, header: Sequence[str], cells: Sequence[Sequence[str]]) -> None:
@@ -139,86 +127,42 @@ def _print_table(title: str, header: Sequence[str], cells: Sequence[Sequence[str
     _console().print(table)
 
 
-def _show(summary, out: Path, metrics: Sequence[str]) -> None:
-    from dualoptim.bench.records import RecordStore
-    from dualoptim.bench.report import timing_note
-    from dualoptim.bench.tables import main_table, sensitivity_table
+def _show(out: Path) -> Shown:
+    """Rebuild ``out``'s report from all its records (earlier sweeps' too) and print it."""
+    from dualoptim.bench.task_report import rebuild
 
-    seeds = len(summary.rt.seeds)
-    _print_table(
-        f"{out.name}: {seeds} seeds", *main_table([summary.rt, *summary.main_rows()], metrics)
-    )
-    if summary.sensitivity():
-        _print_table("Gap by η_f (× the run's η_f)", *sensitivity_table(summary.sensitivity()))
-    note = timing_note(list(RecordStore(out / "records")))
-    if note:
+    shown = rebuild(out)
+    for table in shown.tables:
+        _print_table(*table)
+    for note in shown.notes:
         _console().print(note)
     _console().print(f"wrote {out / 'report.md'} and the records in {out / 'records'}")
-
-
-def _llm_table(out: Path, records) -> None:
-    from dualoptim.bench.metric_table import metric_rows, metric_table
-    from dualoptim.tasks.llm.sweep import LABELS, METRICS, REFERENCES, report
-
-    report(records, out, out.name)
-    rows = metric_rows(records, METRICS, REFERENCES)
-    _print_table(out.name, *metric_table(rows, METRICS, LABELS))
-    _console().print(f"wrote {out / 'report.md'} and the records in {out / 'records'}")
-
-
-def _diffusion_table(out: Path, records) -> None:
-    from dualoptim.tasks.diffusion.sweep import report, tables
-
-    report(records, out, out.name)
-    table2, averages, _ = tables(records)
-    _print_table(f"{out.name}: per forgotten class (Table 2)", *table2)
-    _print_table("averages over the forgotten classes", *averages)
-    _console().print(f"wrote {out / 'report.md'} and the records in {out / 'records'}")
-
-
-#: Tasks whose sweeps report their own tables (classification reports Gap to RT, below).
-TABLES = {"llm": _llm_table, "diffusion": _diffusion_table}
+    return shown
 
 
 def _sweep(args: argparse.Namespace) -> int:
     """unlearn, bench and tune: a sweep of the config's runs, then the report."""
-    from dualoptim.bench.records import RecordStore
-    from dualoptim.bench.report import rebuild_report
-    from dualoptim.tasks.vision.sweep import METRICS, sweep
+    from dualoptim.bench.sweeps import sweep
 
-    exp = _experiment(args)  # the whole configuration is validated before any training
-    task = getattr(exp, "task", "vision")
-    out = (args.out or Path("results") / task) / Path(args.config).stem
-    if task in TABLES:
-        if args.command == "tune":
-            raise ValueError(f"tune is for classification configs; use bench --grid for {task}")
-        task_sweep = importlib.import_module(f"dualoptim.tasks.{task}.sweep").sweep
-        grid = getattr(args, "grid", [1.0])
-        task_sweep(exp, out, grid, progress=True, retry_failed=args.retry_failed)
-        TABLES[task](out, list(RecordStore(out / "records")))
-        return 0
-    grid = getattr(args, "grid", [1.0])
+    task, config = _load(args)  # the whole configuration is validated before any training
+    out = (args.out or Path("results") / task.name) / Path(args.config).stem
     tune = args.command == "tune"
-    sweep(exp, out, grid, absolute=tune, progress=True, retry_failed=args.retry_failed)
-    summary = rebuild_report(out, METRICS, out.name)  # the folder's records, earlier ones too
-    _show(summary, out, METRICS)
-    if args.command == "tune":
-        best = ", ".join(f"{row.group} {row.forget_lr:.3g}" for row in summary.tuned())
+    if tune and task.layout.gap_to is None:
+        raise ValueError(
+            f"tune picks the η_f of the lowest Gap to a reference; {task.name} tables have no "
+            "Gap: use bench --grid"
+        )
+    grid = getattr(args, "grid", [1.0])
+    sweep(config, out, grid, absolute=tune, progress=True, retry_failed=args.retry_failed)
+    shown = _show(out)
+    if tune:
+        best = ", ".join(f"{group} {forget_lr:.3g}" for group, forget_lr in shown.tuned)
         _console().print(f"best η_f (lowest mean Gap): {best}")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from dualoptim.bench.records import RecordStore
-    from dualoptim.bench.report import rebuild_report
-    from dualoptim.tasks.vision.sweep import METRICS
-
-    records = list(RecordStore(args.folder / "records"))
-    if records and records[0].get("task") in TABLES:
-        TABLES[records[0]["task"]](args.folder, records)
-        return 0
-    summary = rebuild_report(args.folder, METRICS, args.folder.name)
-    _show(summary, args.folder, METRICS)
+    _show(args.folder)
     return 0
 
 
@@ -231,78 +175,8 @@ def _add_report(subparsers: argparse._SubParsersAction) -> None:
 
 def _models(args: argparse.Namespace) -> int:
     """train / retrain / evaluate: the reference models of each seed and their metrics."""
-    from rich.table import Table
-
-    from dualoptim.tasks.vision import experiment as ex
-
-    exp = _experiment(args)
-    if getattr(exp, "task", "vision") == "llm":
-        return _llm_models(args, exp)
-    if getattr(exp, "task", "vision") == "diffusion":
-        return _diffusion_models(args, exp)
-    data = ex.load_experiment_data(exp)
-    splits = {seed: ex.forget_split(exp, data, seed) for seed in exp.seeds}  # before training
-    original, seconds = ex.original_model(exp, data)
-    table = Table(title=f"{args.command}: {args.config}")
-    for column in ("model", "seed", "FA", "RA", "TA", "MIA", "MIA_efficacy", "train s"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for seed, split in splits.items():
-        rows = []
-        if args.command in ("train", "evaluate"):
-            rows.append(("original", original, seconds))
-        if args.command in ("retrain", "evaluate"):
-            rows.append(("RT", *ex.retrained_model(exp, data, split, seed)))
-        for name, model, train_seconds in rows:
-            m = ex.evaluate_model(model, data, split)
-            table.add_row(
-                name,
-                str(seed),
-                *(f"{m[k]:.2f}" for k in ("FA", "RA", "TA", "MIA", "MIA_efficacy")),
-                f"{train_seconds:.1f}",
-            )
-    _console().print(table)
-    return 0
-
-
-def _llm_models(args: argparse.Namespace, exp) -> int:
-    """train: the target; retrain: the retain model; evaluate: both, on the TOFU suite."""
-    from dualoptim.tasks.llm.world import World
-
-    world = World(exp)
-    columns = ("forget_quality", "model_utility", "forget/rouge", "retain/rouge", "UFE", "MU")
-    rows = []
-    if args.command in ("train", "evaluate"):
-        rows.append(("target", world.target[1], world.target_evaluation))
-    if args.command in ("retrain", "evaluate"):
-        rows.append(("retain model", world.retain_model[1], world.retain_evaluation))
-    cells = []
-    for name, seconds, evaluation in rows:
-        m = world.summary(evaluation["scores"], evaluation["forget_ratios"], False)
-        cells.append([name, *(f"{m[c]:.3f}" for c in columns), f"{seconds:.0f}"])
-    _print_table(f"{args.command}: {args.config}", ["model", *columns, "train s"], cells)
-    return 0
-
-
-def _diffusion_models(args: argparse.Namespace, exp) -> int:
-    """train: the original denoiser and the classifier; evaluate: the original's FA/FID for
-    each forgotten class. There is no retrained reference: Table 2 starts from the original."""
-    from dualoptim.tasks.diffusion.world import World
-
-    if args.command == "retrain":
-        raise ValueError(
-            "diffusion has no retrained reference (Table 2 compares with the original model); "
-            "use train or evaluate"
-        )
-    world = World(exp)
-    seconds = world.original[1]
-    cells = [["original denoiser", f"{seconds:.0f}", "", ""]]
-    cells.append(["classifier (test accuracy %)", "", f"{world.classifier_accuracy:.2f}", ""])
-    if args.command == "evaluate":
-        for forgotten in exp.data.forget_classes:
-            m = world.reference(forgotten)
-            name = world.data.class_names[forgotten]
-            cells.append([f"original, FA/FID for {name}", "", f"{m['FA']:.2f}", f"{m['FID']:.2f}"])
-    _print_table(f"{args.command}: {args.config}", ["model", "train s", "FA / acc", "FID"], cells)
+    task, config = _load(args)
+    _print_table(f"{args.command}: {args.config}", *task.reference_models(config, args.command))
     return 0
 
 

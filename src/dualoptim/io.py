@@ -149,6 +149,13 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def record_id(*parts: Any) -> str:
+    """A stable name for a run from everything that determines its result (dataclasses by
+    their repr: a record id never changes while a config's fields keep their values)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
 def _plain(value: Any) -> Any:
     """``value`` as JSON-able data, each array replaced by the sha256 of its bytes."""
     if value is None or isinstance(value, str | int | float):  # first: rows hold many

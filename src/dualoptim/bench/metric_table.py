@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from dualoptim.bench.records import failure_text, is_failed
+from dualoptim.bench.records import failure_text
 from dualoptim.bench.tables import record_order
+from dualoptim.unlearn.task import is_failed
 
 
 @dataclass(frozen=True)

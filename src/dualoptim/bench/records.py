@@ -9,7 +9,6 @@ A run that diverged or ran out of memory is a record too (``status: "failed"``, 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -34,12 +33,6 @@ ERROR_KEYS = ("type", "message", "step")
 #: The exception types of a run that ran out of memory (CPU, then CUDA/MPS).
 OUT_OF_MEMORY = ("MemoryError", "OutOfMemoryError")
 PACKAGES = ("dualoptim", "torch", "numpy", "accelerate", "scikit-learn", "safetensors")
-
-
-def record_id(*parts: Any) -> str:
-    """A stable name for a run from everything that determines its result."""
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 @cache
@@ -128,11 +121,6 @@ def make_record(
         "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         **({"extra": dict(extra)} if extra else {}),
     }
-
-
-def is_failed(record: Mapping[str, Any]) -> bool:
-    """Whether ``record`` is of a failed run (records without a status are finished)."""
-    return record.get("status", "finished") == "failed"
 
 
 def failure_text(errors: Sequence[Mapping[str, Any]], total: int) -> str:

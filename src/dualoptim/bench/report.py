@@ -6,7 +6,7 @@ files from the records, so nothing needs re-running to change or recover a repor
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,6 @@ from typing import Any
 import yaml
 
 from dualoptim.bench.plots import plot_curves, plot_grad_norms, plot_sensitivity
-from dualoptim.bench.records import RecordStore, is_failed
 from dualoptim.bench.tables import (
     Summary,
     main_table,
@@ -23,8 +22,8 @@ from dualoptim.bench.tables import (
     sensitivity_table,
     summarize,
 )
-from dualoptim.config import from_dict
 from dualoptim.io import atomic_write, write_json
+from dualoptim.unlearn.task import is_failed
 
 #: RT's training times across seeds (max / min) above which timings are called noisy.
 NOISY_TIMING = 1.5
@@ -38,34 +37,31 @@ def _has_curves(records: Iterable[Mapping[str, Any]], prefix: str) -> bool:
     return any(name.startswith(prefix) for r in records for name in r.get("curves", {}))
 
 
-def _recipe(records: Sequence[Mapping[str, Any]]) -> str:
+#: A task's choice of the options of a run's config that its recipe lists (all: ``dict``).
+RunOptions = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+
+
+def _recipe(records: Sequence[Mapping[str, Any]], run_options: RunOptions = dict) -> str:
     """The shared part of the configuration (data, model, training), stated beside the
-    numbers: every scaled number must carry its recipe."""
+    numbers: every scaled number must carry its recipe. Each run's options are those
+    ``run_options`` keeps, without η_f (the tables give it)."""
     reference = next(r for r in records if r["kind"] == "reference")
     shared = {k: v for k, v in reference["config"].items() if k not in ("runs", "seeds")}
     shared["seeds"] = sorted({r["seed"] for r in records})
     runs = sorted(
         {
-            yaml.safe_dump(_run_options(r), default_flow_style=True, width=200).strip()
+            yaml.safe_dump(options, default_flow_style=True, width=200).strip()
             for r in records
             if r["kind"] == "run"
+            for options in [_without_forget_lr(run_options(r["config"]["runs"][0]))]
         }
     )
     text = yaml.safe_dump(shared, sort_keys=False, default_flow_style=None, width=100)
     return text + "runs (η_f: see the tables):\n" + "".join(f"  - {r}\n" for r in runs)
 
 
-def _run_options(record: Mapping[str, Any]) -> dict[str, Any]:
-    """A run's options as its record states them, without η_f (the tables give it); for
-    classification only those its method and setting read (``UnlearnSpec.used_options``),
-    so an SFR-on run shows its iterations and no epochs."""
-    options = {k: v for k, v in record["config"]["runs"][0].items() if k != "forget_lr"}
-    if record.get("task", "vision") != "vision":
-        return options
-    from dualoptim.tasks.vision.config import UnlearnSpec
-
-    used = from_dict(UnlearnSpec, record["config"]["runs"][0]).used_options()
-    return {k: v for k, v in options.items() if k in used}
+def _without_forget_lr(options: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if k != "forget_lr"}
 
 
 def _provenance(records: Iterable[Mapping[str, Any]]) -> str:
@@ -96,14 +92,22 @@ def timing_note(records: Iterable[Mapping[str, Any]]) -> str | None:
 
 
 def write_report(
-    records: Sequence[Mapping[str, Any]], out_dir: Path, metrics: Sequence[str], title: str
+    records: Sequence[Mapping[str, Any]],
+    out_dir: Path,
+    metrics: Sequence[str],
+    title: str,
+    intro: str = "",
+    appendix: str = "",
+    run_options: RunOptions = dict,
 ) -> Summary:
-    """Every table and plot of ``records`` into ``out_dir``; returns the summary."""
+    """Every table and plot of ``records`` into ``out_dir``, with a task's ``intro`` after
+    the title and its ``appendix`` before the recipe; returns the summary."""
     summary = summarize(records, metrics)
     tuned = summary.tuned()
     header, cells = main_table([summary.rt, *summary.main_rows()], metrics)
     parts = [
         f"# {title}\n\n",
+        intro,
         "Per method and setting at its best η_f of the sweep (lowest Gap, SPEC §1.3, "
         "in-sample): mean ± std over seeds (|gap to RT|), then Gap and Std (SPEC §3.1). "
         "`time / RT`: unlearning wall time over RT's training time.\n\n",
@@ -145,7 +149,8 @@ def write_report(
         plot_grad_norms(shown, out_dir / "grad_norms.png", kinds=("forget", "retain", "joint"))
         parts.append("\n## Gradient norms of L_f and L_r\n\n![gradient norms](grad_norms.png)\n")
     parts += [
-        "\n## Recipe\n\n```yaml\n" + _recipe(records) + "```\n",
+        appendix,
+        "\n## Recipe\n\n```yaml\n" + _recipe(records, run_options) + "```\n",
         "\n" + _provenance(records),
     ]
     _write_text(out_dir / "report.md", "".join(parts))
@@ -170,6 +175,7 @@ def write_text_report(
     body: str,
     appendix: str,
     table_csv: str,
+    run_options: RunOptions = dict,
 ) -> None:
     """report.md (title, a task's tables, gradient norms, its appendix, the recipe and the
     provenance) and table.csv, for tasks whose tables are plain metrics."""
@@ -184,15 +190,7 @@ def write_text_report(
                 f"\n## Gradient norms of L_f and L_r (η_f ×{scale:g})\n\n"
                 f"![gradient norms]({name})\n"
             )
-    parts += [appendix, "\n## Recipe\n\n```yaml\n" + _recipe(records) + "```\n"]
+    parts += [appendix, "\n## Recipe\n\n```yaml\n" + _recipe(records, run_options) + "```\n"]
     parts.append("\n" + _provenance(records))
     _write_text(out_dir / "report.md", "".join(parts))
     _write_text(out_dir / "table.csv", table_csv)
-
-
-def rebuild_report(out_dir: Path, metrics: Sequence[str], title: str) -> Summary:
-    """The report of ``out_dir`` from its records only."""
-    records = list(RecordStore(out_dir / "records"))
-    if not records:
-        raise FileNotFoundError(f"{out_dir / 'records'}: no records to report")
-    return write_report(records, out_dir, metrics, title)

@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from dualoptim.bench.records import failure_text, is_failed
+from dualoptim.bench.records import failure_text
 from dualoptim.bench.stats import gap_and_std
 from dualoptim.optim.settings import SETTINGS
+from dualoptim.unlearn.task import is_failed
 
 
 @dataclass(frozen=True)

@@ -416,7 +416,8 @@ class Engine:
             total=self.run.total_steps,
             initial=self.run.step,
             desc=self.method.name,  # also trains originals: "finetune", "ddpm"
-            disable=not (self.cfg.progress and self.accelerator.is_main_process),
+            # on a terminal only: a log or a pipe would get every frame of the bar
+            disable=None if self.cfg.progress and self.accelerator.is_main_process else True,
             unit="step",
         )
         for cycle in range(start_cycle, self.cfg.schedule.cycles):

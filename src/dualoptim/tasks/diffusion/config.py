@@ -169,12 +169,12 @@ class GenUnlearnSpec:
         return label
 
     @property
-    def eta_f(self) -> float:
+    def effective_forget_lr(self) -> float:
         return self.forget_lr if self.forget_lr is not None else self.registered.forget_lr
 
     @property
-    def eta_r(self) -> float:
-        return self.retain_lr if self.retain_lr is not None else self.eta_f
+    def effective_retain_lr(self) -> float:
+        return self.retain_lr if self.retain_lr is not None else self.effective_forget_lr
 
     @property
     def steps(self) -> int:

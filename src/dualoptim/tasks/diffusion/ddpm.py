@@ -129,7 +129,9 @@ def generate(
     out = []
     try:
         batches = labels.split(spec.batch_size)
-        bar = tqdm(total=len(batches) * spec.steps, desc="sample", disable=not progress)
+        bar = tqdm(
+            total=len(batches) * spec.steps, desc="sample", disable=None if progress else True
+        )
         for batch in batches:
             scheduler = _scheduler(schedule, spec)
             x = torch.randn(len(batch), *shape, generator=generator).to(device, first.dtype)

@@ -159,7 +159,7 @@ def extract_features(
     out: list[Tensor] = []
     with _evaluating(extractor):
         starts = range(0, len(images), batch_size)
-        for start in tqdm(starts, desc=desc, leave=False, disable=not progress):
+        for start in tqdm(starts, desc=desc, leave=False, disable=None if progress else True):
             batch = images[start : start + batch_size].to(device=device, dtype=dtype)
             feats = extractor(batch)
             if feats.ndim != 2 or len(feats) != len(batch):

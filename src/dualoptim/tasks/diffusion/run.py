@@ -33,8 +33,8 @@ def make_optimizer(spec: GenUnlearnSpec, model: nn.Module) -> ObjectiveOptimizer
         model.parameters(),
         forget={"name": "adam"},
         retain={"name": "adam"},
-        forget_lr=spec.eta_f,
-        retain_lr=spec.eta_r,
+        forget_lr=spec.effective_forget_lr,
+        retain_lr=spec.effective_retain_lr,
     )
 
 

@@ -117,7 +117,7 @@ class LLMUnlearnSpec:
         return f"{self.method.upper()} ({self.setting})"
 
     @property
-    def eta_f(self) -> float:
+    def effective_forget_lr(self) -> float:
         if self.forget_lr is not None:
             return self.forget_lr
         return LLMMethod(self.method).forget_objective.forget_lr

@@ -27,7 +27,7 @@ def make_optimizer(spec: LLMUnlearnSpec, model: nn.Module) -> ObjectiveOptimizer
         groups,
         forget=side,
         retain=side,
-        forget_lr=spec.eta_f,
+        forget_lr=spec.effective_forget_lr,
         retain_lr=spec.retain_lr,
         plus={"betas": spec.betas} if Setting(spec.setting).plus else None,
     )

@@ -77,7 +77,7 @@ class UnlearnSpec:
         return f"{self.method} ({self.setting})"
 
     @property
-    def eta_f(self) -> float:
+    def effective_forget_lr(self) -> float:
         """η_f as given, else the tuned default of this method under this setting."""
         if self.forget_lr is not None:
             return self.forget_lr
@@ -103,7 +103,7 @@ class UnlearnSpec:
         return self.resolved.shared and not self.per_phase_lr
 
     @property
-    def eta_r(self) -> float:
+    def effective_retain_lr(self) -> float:
         """η_r of this setting's retain side: SGD's, or DO+'s on Adam's scale."""
         return self.plus_retain_lr if self.resolved.plus else self.retain_lr
 

@@ -66,13 +66,18 @@ def _new_model(exp: VisionExperiment, data: ImageData, seed: int) -> nn.Module:
 
 
 def _trained(
-    exp: VisionExperiment, data: ImageData, source: ImageSource, seed: int, path: Path
+    exp: VisionExperiment,
+    data: ImageData,
+    source: ImageSource,
+    seed: int,
+    path: Path,
+    progress: bool = False,
 ) -> tuple[nn.Module, float]:
     """A model trained on ``source``, loaded from ``path`` when cached; (model, seconds)."""
     model = _new_model(exp, data, seed)
 
     def build() -> dict[str, torch.Tensor]:
-        train_classifier(model, source, exp.train, seed=seed)
+        train_classifier(model, source, exp.train, seed=seed, progress=progress)
         return model.state_dict()
 
     state, seconds = cached_state(path, build)
@@ -92,11 +97,13 @@ def _original_key(exp: VisionExperiment, data: ImageData) -> str:
     return fingerprint(data.train.fingerprint, exp.model, exp.train, exp.train_seed)
 
 
-def original_model(exp: VisionExperiment, data: ImageData) -> tuple[nn.Module, float]:
+def original_model(
+    exp: VisionExperiment, data: ImageData, progress: bool = False
+) -> tuple[nn.Module, float]:
     """The model trained on all of D_train (cached): (model, training seconds)."""
     source = ImageSource(data.train.x, data.train.y)
     path = Path(exp.cache_dir) / f"original-{_original_key(exp, data)}.safetensors"
-    return _trained(exp, data, source, exp.train_seed, path)
+    return _trained(exp, data, source, exp.train_seed, path, progress)
 
 
 def forget_split(exp: VisionExperiment, data: ImageData, seed: int) -> ForgetSplit:
@@ -119,16 +126,16 @@ def _rt_path(exp: VisionExperiment, data: ImageData, split: ForgetSplit, seed: i
 
 
 def retrained_model(
-    exp: VisionExperiment, data: ImageData, split: ForgetSplit, seed: int
+    exp: VisionExperiment, data: ImageData, split: ForgetSplit, seed: int, progress: bool = False
 ) -> tuple[nn.Module, float]:
     """RT: trained from scratch on this forget set's D_r (cached): (model, seconds)."""
     retain = data.train.subset(split.retain)
     source = ImageSource(retain.x, retain.y)
-    return _trained(exp, data, source, seed, _rt_path(exp, data, split, seed))
+    return _trained(exp, data, source, seed, _rt_path(exp, data, split, seed), progress)
 
 
 def rt_reference(
-    exp: VisionExperiment, data: ImageData, split: ForgetSplit, seed: int
+    exp: VisionExperiment, data: ImageData, split: ForgetSplit, seed: int, progress: bool = False
 ) -> tuple[dict[str, float], float]:
     """RT's metrics and training seconds: a reference record measured once per forget set
     and read back afterwards (never typed in). Its metrics also measure D_f and D_t, so the
@@ -138,18 +145,20 @@ def rt_reference(
     if record.exists():
         saved = read_json(record, ("metrics", "seconds"))
         return saved["metrics"], float(saved["seconds"])
-    model, seconds = retrained_model(exp, data, split, seed)
+    model, seconds = retrained_model(exp, data, split, seed, progress)
     metrics = evaluate_model(model, data, split)
     write_json(record, {"forget_set": split.description, "metrics": metrics, "seconds": seconds})
     return metrics, seconds
 
 
-def prepare(exp: VisionExperiment, seed: int, data: ImageData | None = None) -> World:
+def prepare(
+    exp: VisionExperiment, seed: int, data: ImageData | None = None, progress: bool = False
+) -> World:
     """Data, this seed's forget set, the (cached) original model and RT's metrics."""
     data = data if data is not None else load_experiment_data(exp)
     split = forget_split(exp, data, seed)
-    original, _ = original_model(exp, data)
-    rt_metrics, rt_seconds = rt_reference(exp, data, split, seed)
+    original, _ = original_model(exp, data, progress)
+    rt_metrics, rt_seconds = rt_reference(exp, data, split, seed, progress)
     masks = fingerprint(_original_key(exp, data), split.forget)  # the forget rows of that data
     prefix = Path(exp.cache_dir) / f"mask-{masks}"
     return World(data, split, original, rt_metrics, rt_seconds, prefix)
@@ -175,8 +184,8 @@ def make_optimizer(spec: UnlearnSpec, params: Iterable[nn.Parameter]) -> Objecti
         params,
         forget={"name": "adamw", "weight_decay": 0.05},
         retain={"name": "sgd", "momentum": 0.9, "weight_decay": 5e-4},
-        forget_lr=spec.eta_f,
-        retain_lr=spec.eta_r,
+        forget_lr=spec.effective_forget_lr,
+        retain_lr=spec.effective_retain_lr,
         per_phase_lr=spec.per_phase_lr,
     )
 

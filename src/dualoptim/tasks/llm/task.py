@@ -1,0 +1,174 @@
+"""TOFU unlearning as a task of the one sweep, in the paper's Table 3 layout. The target
+(before unlearning) and the retain model are the references, so every table shows where a
+method starts and what it aims for."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from dualoptim.io import record_id
+from dualoptim.tasks.llm.config import LLMExperiment, LLMUnlearnSpec
+from dualoptim.tasks.llm.run import run_unlearning
+from dualoptim.tasks.llm.world import World
+from dualoptim.unlearn.task import (
+    Cells,
+    Column,
+    Job,
+    Layout,
+    Outcome,
+    Reference,
+    Task,
+    is_failed,
+    record_config,
+)
+
+#: Table 3's columns (forget efficacy, model utility, overall), then TOFU's own numbers.
+LAYOUT = Layout(
+    columns=(
+        Column("UFE", "FE (UFE) ↑", "higher"),
+        Column("MU", "MU (paper) ↑", "higher"),
+        Column("OVR", "OVR ↑", "higher"),
+        Column("forget_quality", "FQ ↑", "higher"),
+        Column("model_utility", "MU (TOFU) ↑", "higher"),
+        Column("forget/rouge", "forget ROUGE-L", "lower"),
+        Column("forget/prob", "forget Prob", "lower"),
+        Column("retain/rouge", "retain ROUGE-L", "higher"),
+    ),
+    references=("target", "retain model"),
+    curves=("forget/prob", "retain/prob"),
+    curves_title="Forget and retain Prob during unlearning",
+)
+SAMPLES = 3  # forget-split generations kept per record, for the report
+#: The summary columns of ``train``/``retrain``/``evaluate``.
+MODEL_COLUMNS = ("forget_quality", "model_utility", "forget/rouge", "retain/rouge", "UFE", "MU")
+
+
+def _extra(generations: Mapping[str, Sequence[str]], variant: str) -> dict[str, Any]:
+    return {"metric_variant": variant, "forget_samples": list(generations["forget"][:SAMPLES])}
+
+
+@dataclass
+class LLMPlan:
+    exp: LLMExperiment
+    world: World
+    progress: bool
+
+    @property
+    def runs(self) -> tuple[LLMUnlearnSpec, ...]:
+        return self.exp.runs
+
+    @property
+    def fingerprint(self) -> str:
+        return self.world.fingerprint
+
+    def store_config(self) -> dict[str, Any]:
+        return record_config(self.exp, None, 0)
+
+    def _reference_id(self, name: str) -> str:
+        return record_id("llm-reference", self.world.key, name)
+
+    def references(self) -> list[Reference]:
+        config = record_config(self.exp, None, 0)
+        return [
+            Reference(
+                self._reference_id(name),
+                name,
+                self.exp.finetune.seed,
+                config,
+                partial(self._reference, name),
+            )
+            for name in LAYOUT.references
+        ]
+
+    def _reference(self, name: str) -> Outcome:
+        world = self.world
+        if name == "target":
+            seconds, evaluation = world.target[1], world.target_evaluation
+        else:
+            seconds, evaluation = world.retain_model[1], world.retain_evaluation
+        metrics = world.summary(evaluation["scores"], evaluation["forget_ratios"], False)
+        return Outcome(
+            metrics, seconds, extra=_extra(evaluation["generations"], world.variant(False))
+        )
+
+    def jobs(self, spec: LLMUnlearnSpec, lr_scale: float) -> list[Job]:
+        return [
+            Job(
+                id=record_id("llm-run", self.world.key, spec, seed),
+                group=spec.label,
+                method=spec.method,
+                setting=spec.setting,
+                lr_scale=lr_scale,
+                forget_lr=spec.effective_forget_lr,
+                seed=seed,
+                config=record_config(self.exp, spec, seed),
+                run=partial(self._unlearn, spec, seed),
+                references=tuple(self._reference_id(name) for name in LAYOUT.references),
+            )
+            for seed in self.exp.seeds
+        ]
+
+    def _unlearn(self, spec: LLMUnlearnSpec, seed: int) -> Outcome:
+        result = run_unlearning(spec, self.world, seed, progress=self.progress)
+        return Outcome(
+            result["metrics"],
+            result["seconds"],
+            steps=result["steps"],
+            curves=result["curves"],
+            extra=_extra(result["generations"], result["variant"]),
+        )
+
+
+class LLMTask(Task):
+    name = "llm"
+    config_class = LLMExperiment
+    layout = LAYOUT
+
+    def plan(self, config: LLMExperiment, out_dir: Path | None, progress: bool) -> LLMPlan:  # noqa: ARG002
+        return LLMPlan(config, World(config, progress=progress), progress)
+
+    def reference_models(self, config: LLMExperiment, command: str) -> Cells:
+        """train: the target; retrain: the retain model; evaluate: both, on the TOFU suite."""
+        world = World(config)
+        rows = []
+        if command in ("train", "evaluate"):
+            rows.append(("target", world.target[1], world.target_evaluation))
+        if command in ("retrain", "evaluate"):
+            rows.append(("retain model", world.retain_model[1], world.retain_evaluation))
+        cells = []
+        for name, seconds, evaluation in rows:
+            m = world.summary(evaluation["scores"], evaluation["forget_ratios"], False)
+            cells.append([name, *(f"{m[c]:.3f}" for c in MODEL_COLUMNS), f"{seconds:.0f}"])
+        return ["model", *MODEL_COLUMNS, "train s"], cells
+
+    def intro(self, records: Sequence[Mapping[str, Any]]) -> str:
+        split = records[0]["config"]["data"]["forget_split"]
+        finished = [r for r in records if not is_failed(r)]
+        variants = sorted({r.get("extra", {}).get("metric_variant", "?") for r in finished})
+        return (
+            f"TOFU, forget split `{split}`. Table 3 of the paper: forget efficacy (UFE), model "
+            "utility (MU, the paper's harmonic mean) and overall (OVR), then TOFU's Forget "
+            "Quality (KS-test p-value against the retain model) and Model Utility. Closer-Look "
+            f"variant: {'; '.join(variants)}. Rows `target` and `retain model` are the "
+            "references: before unlearning, and the model never trained on the forget "
+            "authors.\n\n"
+        )
+
+    def appendix(self, records: Sequence[Mapping[str, Any]], out_dir: Path) -> str:  # noqa: ARG002
+        """The first forget-split generations of every record (a failed run: its error)."""
+        samples = ["\n## Forget-split generations (first questions)\n"]
+        for r in sorted(records, key=lambda r: (r["kind"], r["group"], r["seed"])):
+            if is_failed(r):
+                samples.append(f"\n**{r['group']}** (seed {r['seed']}): {r['error']['message']}\n")
+                continue
+            texts = r.get("extra", {}).get("forget_samples", [])
+            samples.append(f"\n**{r['group']}** (seed {r['seed']}):\n\n")
+            samples += [f"- {t!r}\n" for t in texts]
+        return "".join(samples)
+
+
+TASK = LLMTask()

@@ -1,0 +1,286 @@
+"""A task and its method defined in this file alone run through bench and the CLI end to end:
+the sweep, the record store, read-back, tuning and the report need no edit anywhere else.
+
+The toy task: least-squares regression whose first rows are to be forgotten. RT is the least-
+squares fit on the retain rows; a run starts from the fit on all rows and, under any optimizer
+setting, ascends the forget rows' error while descending the retain rows'."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from dualoptim.bench import task_report
+from dualoptim.bench.records import RecordStore
+from dualoptim.bench.sweeps import sweep
+from dualoptim.cli import main
+from dualoptim.config import ConfigError, to_dict
+from dualoptim.io import fingerprint, record_id
+from dualoptim.optim.settings import Setting, build_optimizer
+from dualoptim.tasks import registry
+from dualoptim.unlearn import EngineConfig, RunState, Schedule, unlearn
+from dualoptim.unlearn.task import Column, Job, Layout, Outcome, Reference, Task, record_config
+
+FEATURES = 4
+
+
+@dataclass(frozen=True)
+class ToyRun:
+    method: str = "ga+gd"
+    setting: str = "dual"
+    forget_lr: float | None = None
+    steps: int = 15
+
+    @property
+    def effective_forget_lr(self) -> float:
+        return self.forget_lr if self.forget_lr is not None else 0.02
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} ({self.setting})"
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    task: str = "toy"
+    rows: int = 48
+    forget_rows: int = 8
+    runs: tuple[ToyRun, ...] = (ToyRun(setting="alternate"), ToyRun())
+    seeds: tuple[int, ...] = (0, 1)
+
+
+class GAGD:
+    """The toy method: ascend the forget rows' squared error, descend the retain rows'."""
+
+    name = "ga+gd"
+
+    def setup(self, model: nn.Module, optimizer: Any, run: RunState) -> None:
+        """Nothing to prepare: no mask, no teacher."""
+
+    def forget_loss(self, model: nn.Module, batch: tuple[Tensor, Tensor], _: RunState):
+        x, y = batch
+        return -nn.functional.mse_loss(model(x), y)
+
+    def retain_loss(self, model: nn.Module, batch: tuple[Tensor, Tensor], _: RunState):
+        x, y = batch
+        return nn.functional.mse_loss(model(x), y)
+
+
+METHODS = {"ga+gd": GAGD}
+
+
+@dataclass(frozen=True)
+class Rows:
+    x: Tensor
+    y: Tensor
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def batch(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        return self.x[index], self.y[index]
+
+
+def _fit(rows: Rows) -> Tensor:
+    return torch.linalg.lstsq(rows.x, rows.y).solution.T  # (1, FEATURES)
+
+
+def _errors(weight: Tensor, forget: Rows, retain: Rows) -> dict[str, float]:
+    def mse(rows: Rows) -> float:
+        return float(((rows.x @ weight.T - rows.y) ** 2).mean())
+
+    return {"forget_mse": mse(forget), "retain_mse": mse(retain)}
+
+
+@dataclass
+class ToyPlan:
+    config: ToyConfig
+    made: list[tuple[str, float, int]]  # (group, η_f, seed) of every run made
+
+    @property
+    def runs(self) -> tuple[ToyRun, ...]:
+        return self.config.runs
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(*(self.data(seed) for seed in self.config.seeds))
+
+    def data(self, seed: int) -> tuple[Rows, Rows]:
+        generator = torch.Generator().manual_seed(seed)
+        x = torch.randn(self.config.rows, FEATURES, generator=generator)
+        y = x @ torch.arange(1.0, FEATURES + 1)[:, None]
+        y = y + 0.5 * torch.randn(self.config.rows, 1, generator=generator)
+        k = self.config.forget_rows
+        return Rows(x[:k], y[:k]), Rows(x[k:], y[k:])
+
+    def store_config(self) -> dict[str, Any]:
+        return to_dict(self.config)
+
+    def references(self) -> list[Reference]:
+        return [
+            Reference(record_id("toy-rt", s), "RT", s, to_dict(self.config), partial(self._rt, s))
+            for s in self.config.seeds
+        ]
+
+    def _rt(self, seed: int) -> Outcome:
+        forget, retain = self.data(seed)
+        return Outcome(_errors(_fit(retain), forget, retain), 0.01)
+
+    def jobs(self, spec: ToyRun, lr_scale: float) -> list[Job]:
+        return [
+            Job(
+                id=record_id("toy-run", spec, seed),
+                group=spec.label,
+                method=spec.method,
+                setting=spec.setting,
+                lr_scale=lr_scale,
+                forget_lr=spec.effective_forget_lr,
+                seed=seed,
+                config=record_config(self.config, spec, seed),
+                run=partial(self._unlearn, spec, seed),
+                references=(record_id("toy-rt", seed),),
+            )
+            for seed in self.config.seeds
+        ]
+
+    def _unlearn(self, spec: ToyRun, seed: int) -> Outcome:
+        self.made.append((spec.label, spec.effective_forget_lr, seed))
+        forget, retain = self.data(seed)
+        model = nn.Linear(FEATURES, 1, bias=False)
+        with torch.no_grad():
+            model.weight.copy_(
+                _fit(Rows(torch.cat([forget.x, retain.x]), torch.cat([forget.y, retain.y])))
+            )
+        optimizer = build_optimizer(
+            spec.setting,
+            model.parameters(),
+            forget={"name": "adamw", "weight_decay": 0.0},
+            retain={"name": "sgd", "momentum": 0.9},
+            forget_lr=spec.effective_forget_lr,
+            retain_lr=0.02,
+        )
+        schedule = Schedule(spec.steps, forget_steps=1, retain_steps=1)
+        config = EngineConfig(
+            schedule, forget_batch=4, retain_batch=8, joint=Setting(spec.setting).joint,
+            seed=seed, progress=False,
+        )  # fmt: skip
+        result = unlearn(model, METHODS[spec.method](), forget, retain, optimizer, config)
+        metrics = _errors(model.weight.detach(), forget, retain)
+        return Outcome(metrics, result.seconds, steps=result.steps, extra={"rows": len(forget)})
+
+
+class ToyTask(Task):
+    name = "toy"
+    config_class = ToyConfig
+    layout = Layout(
+        columns=(
+            Column("forget_mse", "forget MSE", "higher"),
+            Column("retain_mse", "retain MSE", "lower"),
+        ),
+        references=("RT",),
+        gap_to="RT",
+    )
+
+    def __init__(self) -> None:
+        self.made: list[tuple[str, float, int]] = []
+
+    def plan(self, config: ToyConfig, out_dir: Path | None, progress: bool) -> ToyPlan:  # noqa: ARG002
+        return ToyPlan(config, self.made)
+
+    def reference_models(self, config: ToyConfig, command: str) -> tuple[list, list]:
+        """train: nothing to train (the fits are exact); retrain/evaluate: RT per seed."""
+        if command == "train":
+            return ["model"], [["least squares: no training"]]
+        plan = ToyPlan(config, self.made)
+        rows = [[f"RT seed {s}", f"{plan._rt(s).metrics['retain_mse']:.3f}"] for s in config.seeds]
+        return ["model", "retain MSE"], rows
+
+    def intro(self, records: Any) -> str:
+        return f"Toy regression, {len(records)} records.\n\n"
+
+
+@pytest.fixture
+def toy() -> Iterator[ToyTask]:
+    task = registry.register(ToyTask())
+    yield task
+    registry.unregister(task.name)
+
+
+def test_a_task_from_a_test_file_runs_through_bench_and_reads_back(
+    toy: ToyTask, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    records = sweep(ToyConfig(), out, [1.0, 3.0])
+    references, runs = records[:2], records[2:]
+    assert [(r["kind"], r["group"], r["seed"]) for r in references] == [
+        ("reference", "RT", 0), ("reference", "RT", 1),
+    ]  # fmt: skip
+    assert len(runs) == 2 * 2 * 2  # runs × grid × seeds
+    assert {r["task"] for r in records} == {"toy"}
+    assert len({r["data"] for r in records}) == 1
+    assert sorted({(r["group"], r["forget_lr"], r["lr_scale"]) for r in runs}) == [
+        ("ga+gd (alternate)", 0.02, 1.0), ("ga+gd (alternate)", 0.06, 3.0),
+        ("ga+gd (dual)", 0.02, 1.0), ("ga+gd (dual)", 0.06, 3.0),
+    ]  # fmt: skip
+    for run in runs:
+        rt = next(r for r in references if r["seed"] == run["seed"])
+        assert run["metrics"]["forget_mse"] > rt["metrics"]["forget_mse"]  # it forgot
+        assert run["metrics"]["steps/forget"] == 15.0
+        assert run["extra"] == {"rows": 8}
+        assert run["config"]["runs"][0]["forget_lr"] == run["forget_lr"]
+    assert len(toy.made) == 8
+
+    toy.made.clear()
+    again = sweep(ToyConfig(), out, [1.0, 3.0])
+    assert toy.made == []  # every run read back from the records
+    assert [r["id"] for r in again] == [r["id"] for r in records]
+    assert len(RecordStore(out / "records")) == 10
+
+    shown = task_report.rebuild(out)
+    report = (out / "report.md").read_text()
+    assert report.startswith("# out\n\nToy regression, 10 records.\n\n")
+    assert "| RT " in report
+    assert "Sensitivity to η_f" in report
+    assert {group for group, _ in shown.tuned} == {"ga+gd (alternate)", "ga+gd (dual)"}
+    written = report
+    task_report.rebuild(out)
+    assert (out / "report.md").read_text() == written  # the records alone decide the report
+
+
+def test_a_task_from_a_test_file_runs_through_the_command_line(
+    toy: ToyTask, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "toy.yaml"
+    config.write_text("task: toy\nseeds: [3]\nruns: [{method: ga+gd, setting: dual, steps: 5}]\n")
+    assert main(["bench", "--config", str(config), "--grid", "1", "2", "--out", str(tmp_path)]) == 0
+    assert toy.made == [("ga+gd (dual)", 0.02, 3), ("ga+gd (dual)", 0.04, 3)]
+    printed = capsys.readouterr().out
+    assert "toy: 1 seeds" in printed
+    assert (tmp_path / "toy" / "report.md").exists()
+    assert main(["tune", "--config", str(config), "--out", str(tmp_path), "--grid", "0.01"]) == 0
+    assert "best η_f (lowest mean Gap): ga+gd (dual)" in capsys.readouterr().out
+    assert main(["evaluate", "--config", str(config)]) == 0
+    assert "RT seed 3" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "toy")]) == 0
+
+
+@pytest.mark.usefixtures("toy")
+def test_task_names_are_checked() -> None:
+    with pytest.raises(ValueError, match="a task named 'toy' is already registered"):
+        registry.register(ToyTask())
+    with pytest.raises(ValueError, match="a task named 'vision' is already registered"):
+        registry.register(replace_name(ToyTask(), "vision"))
+    with pytest.raises(ConfigError, match=r"task: got 'nlp'; allowed values: .*'toy'"):
+        registry.get("nlp")
+
+
+def replace_name(task: ToyTask, name: str) -> ToyTask:
+    task.name = name
+    return task
