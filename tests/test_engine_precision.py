@@ -153,4 +153,4 @@ def test_fsdp_is_refused_before_any_step() -> None:
     set it; under FSDP dual/alternate runs would end untrained (docs/engine.md)."""
     accelerator = Accelerator(cpu=True)
     accelerator.state.distributed_type = DistributedType.FSDP
-    _assert_refused_before_any_step(accelerator, r"FSDP is not supported.*use DDP")
+    _assert_refused_before_any_step(accelerator, r"does not run under accelerate.s FSDP.*use DDP")

@@ -15,9 +15,11 @@ from dualoptim.optim.quantization import (
     BLOCK,
     code_tables,
     dequantize,
+    dequantize_rows,
     max_relative_error,
     num_blocks,
     quantize,
+    quantize_rows,
 )
 from helpers import MIXED
 from reference import PlusRef
@@ -94,18 +96,18 @@ def test_eight_bit_plus_tracks_the_reference_as_closely_as_bitsandbytes_adam_tra
     max 0.316. Asserted: our mean within 1.25x of theirs, our max <= 0.06."""
     n, sequence = 5000, list(MIXED) * 3
     grads = _persistent_gradients(n, len(sequence))
-    p = torch.nn.Parameter(torch.ones(n))
+    p = torch.nn.Parameter(torch.ones(20, n // 20))  # 8-bit states are row-aligned: a matrix
     opt = DualOptimPlus(
         [p], forget_lr=1e-2, retain_lr=1e-2, state_bits=8, min_8bit_size=1, compile=False
     )
     ref = PlusRef(lrs={"forget": 1e-2, "retain": 1e-2})
     theta = [1.0] * n
     for g, objective in zip(grads, sequence, strict=True):
-        p.grad = g.float()
+        p.grad = g.float().view_as(p)
         opt.step(objective=objective)
         theta = ref.step(theta, g.tolist(), objective)
     assert opt.is_quantized(opt.state[p])
-    ours = (p.detach().double() - torch.tensor(theta, dtype=torch.float64)).abs()
+    ours = (p.detach().reshape(-1).double() - torch.tensor(theta, dtype=torch.float64)).abs()
 
     finals = []
     for make in (
@@ -156,17 +158,18 @@ def test_eight_bit_regression_ends_within_tolerance_of_fp32() -> None:
 def test_state_bytes_of_eight_bit_are_under_thirty_percent() -> None:
     sizes = {}
     for bits in (32, 8):
-        p = torch.nn.Parameter(torch.ones(100_000))
-        small = torch.nn.Parameter(torch.ones(100))  # < min_8bit_size: stays fp32
+        p = torch.nn.Parameter(torch.ones(100, 1000))
+        small = torch.nn.Parameter(torch.ones(100))  # a vector: stays fp32
         opt = DualOptimPlus([p, small], state_bits=bits, compile=False)
-        p.grad, small.grad = torch.ones(100_000), torch.ones(100)
+        p.grad, small.grad = torch.ones(100, 1000), torch.ones(100)
         opt.step(objective="forget")
         sizes[bits] = opt.state_bytes()
         assert opt.is_quantized(opt.state[p]) == (bits == 8)
         assert not opt.is_quantized(opt.state[small])
     assert sizes[8]["all"] <= 0.30 * sizes[32]["all"]
-    # over the quantised tensors alone: 1 byte + absmax/256 per value vs 4 bytes
-    assert sizes[8]["quantized"] == 6 * (100_096 + 4 * num_blocks(100_000))
+    # over the quantised tensors alone: each row of 1000 in 4 whole blocks (1024 codes) and
+    # 4 absmax values, about 1 byte + absmax/256 per value vs 4 bytes
+    assert sizes[8]["quantized"] == 6 * 100 * (4 * 256 + 4 * 4)
 
 
 @pytest.mark.parametrize("signed", [True, False])
@@ -197,3 +200,21 @@ def test_encoding_picks_the_nearest_code_for_every_value(signed: bool) -> None:
     distance = (x.unsqueeze(1) - code.unsqueeze(0)).abs()
     best = distance.min(dim=1).values
     assert torch.equal((got - x).abs(), best)
+
+
+def test_a_shard_of_whole_rows_encodes_as_its_rows_do_in_the_whole_tensor() -> None:
+    """Row-aligned blocks (SPEC §1.5): FSDP2 gives each rank whole rows (7 rows: 4 + 3), and
+    rows of 300 values are 2 blocks each, so no block straddles the shard boundary at 1200
+    values and each rank's codes and absmax are exactly the whole tensor's rows."""
+    code, table = code_tables(True, torch.device("cpu"))
+    x = torch.randn(7, 300, generator=torch.Generator().manual_seed(0))
+    index, absmax = quantize_rows(x, code, table)
+    assert index.shape == (7, 512)
+    assert absmax.shape == (7, 2)
+    for rows in (slice(0, 4), slice(4, 7)):
+        part_index, part_absmax = quantize_rows(x[rows], code, table)
+        assert torch.equal(part_index, index[rows])
+        assert torch.equal(part_absmax, absmax[rows])
+    decoded = dequantize_rows(index, absmax, code, 300)
+    assert decoded.shape == (7, 300)
+    assert float((decoded - x).abs().max()) <= max_relative_error(code) * float(absmax.max())

@@ -99,7 +99,7 @@ def test_sweep_resumes_after_a_kill_and_its_report_rebuilds_from_records(
     assert set(run["metrics"]) >= set(METRICS)
     assert [p[0] for p in run["curves"]["eval/FA"]][:3] == [0, 2, 4]
 
-    summary = write_report(records, out, METRICS, "out")
+    summary = write_report(records, out, METRICS, "out", run_options=TASK.run_options)
     written = {name: (out / name).read_bytes() for name in REPORT_FILES}
     for name in ("curves.png", "grad_norms.png", "sensitivity.png"):
         assert (out / name).read_bytes().startswith(b"\x89PNG")

@@ -19,6 +19,7 @@ from rich.console import Console
 
 import dualoptim
 from dualoptim.config import ConfigError, from_dict, merge, parse_overrides, read_config
+from dualoptim.distributed import is_main
 from dualoptim.errors import WriteError
 from dualoptim.tasks import registry
 from dualoptim.unlearn.task import Task
@@ -154,6 +155,8 @@ def _sweep(args: argparse.Namespace) -> int:
         )
     grid = getattr(args, "grid", [1.0])
     sweep(config, out, grid, absolute=tune, progress=True, retry_failed=args.retry_failed)
+    if not is_main():  # in a multi-process run the first process reports
+        return 0
     shown = _show(out)
     if tune:
         best = ", ".join(f"{group} {forget_lr:.3g}" for group, forget_lr in shown.tuned)
@@ -176,7 +179,9 @@ def _add_report(subparsers: argparse._SubParsersAction) -> None:
 def _models(args: argparse.Namespace) -> int:
     """train / retrain / evaluate: the reference models of each seed and their metrics."""
     task, config = _load(args)
-    _print_table(f"{args.command}: {args.config}", *task.reference_models(config, args.command))
+    table = task.reference_models(config, args.command)
+    if is_main():
+        _print_table(f"{args.command}: {args.config}", *table)
     return 0
 
 

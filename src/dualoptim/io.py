@@ -17,6 +17,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from dualoptim.distributed import barrier, is_main
 from dualoptim.errors import write_error
 
 
@@ -105,6 +106,7 @@ def cached_state(
     second file could not be written. A corrupt file is an error naming it (delete it to
     rebuild), never rebuilt silently: the cache may be shared, and rebuilding can take hours.
     """
+    barrier()  # every process sees the file as the others do: all build, or all read
     if path.exists():
         state, metadata = read_tensors(path)
         try:
@@ -115,9 +117,11 @@ def cached_state(
                 f"dualoptim's cache); {_DELETE}"
             ) from None
     start = time.perf_counter()
-    state = dict(build())
+    state = dict(build())  # collective when it trains under several processes
     seconds = time.perf_counter() - start
-    write_tensors(path, state, {"seconds": repr(seconds)})
+    if is_main():
+        write_tensors(path, state, {"seconds": repr(seconds)})
+    barrier()
     return state, seconds
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from dualoptim.bench.records import RecordStore, RecordWriteError, keep_elsewhere
 from dualoptim.bench.tables import check_one_experiment, experiment
+from dualoptim.distributed import is_main
 from dualoptim.errors import WriteError
 from dualoptim.unlearn.task import is_failed
 
@@ -42,8 +43,10 @@ class SweepStore:
         return record
 
     def put(self, record: Mapping[str, Any]) -> None:
-        """Into the cache's store first, then the folder (a report reads the folder)."""
-        self._write([s for s in (self.shared, self.folder) if s is not None], record)
+        """Into the cache's store first, then the folder (a report reads the folder); in a
+        multi-process run by the first process only (every process made the same record)."""
+        if is_main():
+            self._write([s for s in (self.shared, self.folder) if s is not None], record)
 
     def _write(self, stores: Iterable[RecordStore], record: Mapping[str, Any]) -> None:
         """Write ``record`` to each store; where one cannot take it (full disk, no

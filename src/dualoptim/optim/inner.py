@@ -100,24 +100,74 @@ class OptimizerSpec:
         return OptimizerSpec(_EIGHT_BIT_OF[name], kwargs)
 
     def build(self, param_groups: list[dict[str, Any]]) -> Optimizer:
-        """Construct the optimizer, fused when the class and every parameter allow it."""
+        """Construct the optimizer, fused where the class, every parameter and torch's fused
+        kernel allow it (:func:`_fused_is_right`)."""
         klass = self.resolve_class()
         kwargs = dict(self.kwargs)
         accepts = inspect.signature(klass.__init__).parameters
-        if "fused" in accepts and not {"fused", "foreach"} & kwargs.keys():
+        params = [p for g in param_groups for p in g["params"]]
+        if (
+            "fused" in accepts
+            and not {"fused", "foreach"} & kwargs.keys()
+            and _fused_is_right(klass, kwargs, params)
+        ):
             try:
                 return klass(param_groups, **kwargs, fused=True)
             except (RuntimeError, ValueError):
                 pass  # device or dtype without a fused kernel: torch's default below
         return klass(param_groups, **kwargs)
 
-    def saved_state(self, param: Tensor, options: dict[str, Any]) -> dict[str, Any]:
-        """The per-parameter entry that this optimizer, with group ``options``, saves in its
-        ``state_dict()`` for a parameter like ``param``: found by one step on a zero-gradient
-        copy, since layouts vary by class (bitsandbytes keeps block-wise codes, absmax and code
-        tables, nested in their own entry)."""
+    def first_state(self, param: Tensor, options: dict[str, Any]) -> dict[str, Any]:
+        """The per-parameter state this optimizer, with group ``options``, keeps for a
+        parameter like ``param`` once stepped: found by one step on a zero-gradient copy,
+        since layouts vary by class (bitsandbytes keeps block-wise codes, absmax and code
+        tables)."""
         copy = torch.nn.Parameter(torch.zeros_like(param))
         copy.grad = torch.zeros_like(param)
         probe = self.build([{**options, "params": [copy]}])
         probe.step()
-        return probe.state_dict()["state"].get(0, {})
+        return dict(probe.state[copy])
+
+
+def is_dtensor(param: Tensor) -> bool:
+    """Whether ``param`` is sharded by FSDP2 (a DTensor)."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # a torch built without distributed
+        return False
+    return isinstance(param, DTensor)
+
+
+_FUSED_AGREES: dict[tuple, bool] = {}
+
+
+def _fused_is_right(klass: type[Optimizer], kwargs: dict[str, Any], params: list[Tensor]) -> bool:
+    """Whether ``klass``'s fused kernel may step ``params``. Never for DTensor parameters
+    (FSDP2: torch's fused ops have no sharding strategy); otherwise for each (dtype, device)
+    among them, only when two fused steps on a probe equal two unfused ones (torch 2.13's
+    CPU fused SGD moves only the n mod 16 tail of a bf16 or fp16 tensor). Probed once."""
+    if any(is_dtensor(p) for p in params):
+        return False
+    for dtype, device in {(p.dtype, p.device.type) for p in params}:
+        key = (klass, repr(sorted(kwargs.items())), dtype, device)
+        if key not in _FUSED_AGREES:
+            _FUSED_AGREES[key] = _fused_agrees(klass, kwargs, dtype, device)
+        if not _FUSED_AGREES[key]:
+            return False
+    return True
+
+
+def _fused_agrees(klass: type[Optimizer], kwargs: dict[str, Any], dtype, device: str) -> bool:
+    moved = []
+    for fused in (True, False):
+        p = torch.nn.Parameter(torch.linspace(-1, 1, 37, device=device).to(dtype))
+        try:
+            opt = klass([p], **kwargs, **({"fused": True} if fused else {}))
+        except (RuntimeError, ValueError):
+            return False  # no fused kernel for this device or dtype
+        for _ in range(2):
+            p.grad = torch.linspace(0.5, 1.5, 37, device=device).to(dtype)
+            opt.step()
+        moved.append(p.detach().float().cpu())
+    tolerance = 1e-5 if dtype == torch.float32 or dtype == torch.float64 else 2e-2
+    return torch.allclose(moved[0], moved[1], rtol=tolerance, atol=tolerance)

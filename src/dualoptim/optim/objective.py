@@ -18,13 +18,25 @@ objective may still move it.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+
+from dualoptim.optim.state_dicts import (
+    GROUP_META_KEY,
+    KIND_KEY,
+    check_state_layout,
+    copy_to_device,
+    counters_as_tensors,
+    describe_kind,
+    describe_unkinded,
+    normalised,
+    placed_like,
+)
 
 Objective = Literal["forget", "retain"]
 OBJECTIVES: tuple[Objective, Objective] = ("forget", "retain")
@@ -40,136 +52,6 @@ def check_objective(objective: object) -> Objective:
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be 'forget' or 'retain', got {objective!r}")
     return cast(Objective, objective)
-
-
-#: The state dict entry that names the optimizer which saved it (``ObjectiveOptimizer.kind``).
-KIND_KEY = "optimizer"
-
-
-def _describe_kind(kind: Mapping[str, Any]) -> str:
-    """``{"type": "DualOptimizer", "forget": "AdamW"}`` as ``DualOptimizer(forget=AdamW)``."""
-    details = ", ".join(f"{k}={v}" for k, v in kind.items() if k != "type")
-    return f"{kind.get('type')}({details})"
-
-
-def _describe_unkinded(state_dict: Any) -> str:
-    """What a state dict without a :data:`KIND_KEY` entry is, for an error message."""
-    groups = state_dict.get("param_groups") if isinstance(state_dict, Mapping) else None
-    if not isinstance(groups, list) or not all(isinstance(g, Mapping) for g in groups):
-        keys = sorted(map(str, state_dict)) if isinstance(state_dict, Mapping) else []
-        return f"is not an optimizer state dict (a {type(state_dict).__name__}, keys {keys})"
-    if groups and all({"forget_lr", "retain_lr"} <= g.keys() for g in groups):
-        return (
-            "was saved by an older dualoptim that did not record which optimizer saved it, so "
-            "it cannot be checked; start from a fresh optimizer instead"
-        )
-    options = sorted({str(k) for g in groups for k in g} - {"params"})
-    return (
-        "is a plain torch optimizer's state dict (no dualoptim 'optimizer' entry; its "
-        f"parameter groups hold {', '.join(options)})"
-    )
-
-
-def _mismatch(saved: Any, expected: Any, exact_dtype: bool, name: str) -> str | None:
-    """Why the state value ``saved`` does not fit ``expected`` (None when it does)."""
-    if isinstance(expected, Tensor):
-        if not isinstance(saved, Tensor):
-            return f"{name} is a {type(saved).__name__}, expected a tensor"
-        if saved.shape != expected.shape:
-            return f"{name} has shape {tuple(saved.shape)}, expected {tuple(expected.shape)}"
-        floats = saved.is_floating_point() and expected.is_floating_point()
-        if saved.dtype != expected.dtype and (exact_dtype or not floats):
-            return f"{name} has dtype {saved.dtype}, expected {expected.dtype}"
-        return None
-    if isinstance(expected, Mapping):
-        if not isinstance(saved, Mapping):
-            return f"{name} is a {type(saved).__name__}, expected a dict"
-        missing, unknown = expected.keys() - saved.keys(), saved.keys() - expected.keys()
-        if missing:
-            return f"{name} lacks key(s) {sorted(missing)}"
-        if unknown:
-            return f"{name} has unknown key(s) {sorted(unknown)}"
-        for key, value in expected.items():
-            problem = _mismatch(saved[key], value, exact_dtype, f"{name}[{key!r}]")
-            if problem:
-                return problem
-        return None
-    if type(saved) is not type(expected):
-        return f"{name} is {saved!r}, expected a {type(expected).__name__}"
-    return None
-
-
-def check_state_layout(
-    state_dict: Any,
-    param_groups: Sequence[Mapping[str, Any]],
-    expected_state: Callable[[Tensor, int], Mapping[str, Any]],
-    owner: str,
-    *,
-    optional_state: Callable[[Tensor], Mapping[str, Any]] = lambda _p: {},
-    exact_dtype: bool = True,
-) -> None:
-    """Raise a ValueError unless ``state_dict`` (torch's format) fits ``param_groups``.
-
-    It fits when it has as many groups and parameters, and every parameter's state is either
-    empty (never stepped) or exactly what the optimizer creates for that parameter,
-    ``expected_state(param, group index)``: the same keys, tensor shapes and dtypes (with
-    ``exact_dtype=False`` any float fits a float, for loaders that cast to the parameter's
-    dtype); entries of ``optional_state(param)`` may be present too. torch's loaders check
-    none of this, and a fused kernel stepping on a state of another shape writes out of
-    bounds (glibc aborts: ``free(): invalid next size``). Messages start with ``owner``.
-    """
-    groups = state_dict.get("param_groups") if isinstance(state_dict, Mapping) else None
-    states = state_dict.get("state") if isinstance(state_dict, Mapping) else None
-    if not (isinstance(groups, list) and isinstance(states, Mapping)):
-        raise ValueError(f"{owner}: {_describe_unkinded(state_dict)}")
-    if len(groups) != len(param_groups):
-        raise ValueError(
-            f"{owner}: state dict has {len(groups)} parameter groups, optimizer has "
-            f"{len(param_groups)}"
-        )
-    where: dict[Any, tuple[int, int, Tensor]] = {}
-    for i, (saved, group) in enumerate(zip(groups, param_groups, strict=True)):
-        saved_params = saved.get("params") if isinstance(saved, Mapping) else None
-        if not isinstance(saved_params, list) or len(saved_params) != len(group["params"]):
-            count = len(saved_params) if isinstance(saved_params, list) else "no"
-            raise ValueError(
-                f"{owner}: parameter group {i}: state dict has {count} parameters, optimizer "
-                f"has {len(group['params'])}"
-            )
-        for j, (pid, p) in enumerate(zip(saved_params, group["params"], strict=True)):
-            where[pid] = (i, j, p)
-    for pid, saved_state in states.items():
-        if pid not in where:
-            raise ValueError(f"{owner}: state of parameter id {pid!r}, which no group lists")
-        i, j, p = where[pid]
-        optional = optional_state(p)
-        problem = None
-        if not isinstance(saved_state, Mapping):
-            problem = f"the state is a {type(saved_state).__name__}, expected a dict"
-        else:
-            kept = {k: v for k, v in saved_state.items() if k not in optional}
-            if kept:
-                problem = _mismatch(kept, expected_state(p, i), exact_dtype, "the state")
-            for key in optional.keys() & saved_state.keys():
-                problem = problem or _mismatch(
-                    saved_state[key], optional[key], True, f"the state[{key!r}]"
-                )
-        if problem:
-            raise ValueError(
-                f"{owner}: parameter {j} of group {i} (shape {tuple(p.shape)}): {problem}; the "
-                "state dict is of another model or optimizer configuration"
-            )
-
-
-def _copy_to_device(value: Any, device: torch.device) -> Any:
-    """Deep-copy a state value onto ``device`` keeping every tensor's dtype."""
-    if isinstance(value, Tensor):
-        return value.detach().to(device=device, copy=True)
-    if isinstance(value, dict):
-        return {k: _copy_to_device(v, device) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_copy_to_device(v, device) for v in value)
-    return value
 
 
 class ObjectiveOptimizer(Optimizer):
@@ -191,7 +73,8 @@ class ObjectiveOptimizer(Optimizer):
         if chosen is None:
             raise ValueError(
                 "no objective for this step: call step(objective='forget'|'retain') or set "
-                "optimizer.objective first"
+                "optimizer.objective first (loading a checkpoint with torch's distributed "
+                "helpers into a fresh optimizer: call optimizer.init_state() first)"
             )
         return check_objective(chosen)
 
@@ -239,7 +122,7 @@ class ObjectiveOptimizer(Optimizer):
             for p in group["params"]:
                 self.state[p].pop(key, None)
         for p, m in (masks or {}).items():
-            self.state[p][key] = m.detach().to(p.device, copy=True)
+            self.state[p][key] = placed_like(m.detach(), p)
         self._index_masks()
 
     def masks(self, objective: str) -> dict[Tensor, Tensor]:
@@ -298,6 +181,7 @@ class ObjectiveOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._check_params()
         with self._frozen_by_mask(o):
             self._step_objective(o)
         self.step_counts[o] += 1
@@ -305,6 +189,26 @@ class ObjectiveOptimizer(Optimizer):
 
     def _step_objective(self, objective: Objective) -> None:
         raise NotImplementedError
+
+    def _check_params(self) -> None:
+        """Take the groups' parameters as they are now (accelerate and DeepSpeed replace them
+        after construction), refusing a replacement after states exist: those states would be
+        stranded on the old objects and the new ones would start afresh, silently."""
+        current = tuple(id(p) for g in self.param_groups for p in g["params"])
+        if current == self.__dict__.get("_param_ids"):
+            return
+        owned = set(current)
+        if any(id(p) not in owned and self.state[p] for p in self.state):
+            raise ValueError(
+                f"{type(self).__name__}: the parameters of a group were replaced after "
+                "optimizer states existed; wrap the model (accelerate.prepare, DeepSpeed, "
+                "fully_shard) before the first step"
+            )
+        self._param_ids = current
+        self._params_replaced()
+
+    def _params_replaced(self) -> None:
+        """Called when the groups hold other parameters than at the last step."""
 
     # ------------------------------------------------------------------ serialisation
     def kind(self) -> dict[str, Any]:
@@ -318,12 +222,45 @@ class ObjectiveOptimizer(Optimizer):
         masks (in the format of ``state_dict()["state"]``): none here."""
         return {}
 
+    def _expected_for(
+        self,
+        param: Tensor,
+        group: int,
+        saved: Mapping[str, Any],  # noqa: ARG002
+    ) -> dict[str, Any]:
+        """The state ``saved`` (a stepped parameter's) must equal: ``_expected_state``;
+        optimizers whose parts are stepped separately narrow it to the parts ``saved`` has."""
+        return self._expected_state(param, group)
+
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
-        sd[KIND_KEY] = self.kind()
-        sd["objective"] = self.objective
-        sd["step_counts"] = dict(self.step_counts)
+        sd["state"] = {pid: counters_as_tensors(s) for pid, s in sd["state"].items()}
+        meta = {KIND_KEY: self.kind(), "objective": self.objective}
+        meta["step_counts"] = dict(self.step_counts)
+        sd.update(meta)
+        if sd["param_groups"]:
+            sd["param_groups"][0] = {**sd["param_groups"][0], GROUP_META_KEY: meta}
         return sd
+
+    # ------------------------------------------------------------------ states up front
+    def init_state(self) -> None:
+        """Create every parameter's state now, as its first step would, without moving a
+        parameter or a counter. A freshly built optimizer has no state; torch's distributed
+        checkpoint loads into existing states only (and, finding none, runs a zero-gradient
+        step of its own, which a two-objective optimizer cannot take). Call it before
+        ``set_optimizer_state_dict`` / accelerate's ``load_state``."""
+        for index, group in enumerate(self.param_groups):
+            for p in group["params"]:
+                if not self._has_state(p):
+                    self._init_param_state(p, index)
+
+    def _has_state(self, param: Tensor) -> bool:
+        """Whether ``param`` has its optimizer state (masks are no optimizer state)."""
+        return any(not k.endswith("_mask") for k in self.state.get(param, {}))
+
+    def _init_param_state(self, param: Tensor, group: int) -> dict[str, Any]:  # noqa: ARG002
+        """Create ``param``'s state and return it (subclasses with state override it)."""
+        return self.state[param]
 
     def check_state_dict(self, state_dict: Any) -> None:
         """Raise a ValueError unless ``state_dict`` was saved by an optimizer of this kind over
@@ -334,22 +271,24 @@ class ObjectiveOptimizer(Optimizer):
         Adam and AdamW states, say, have the very same layout.
         """
         name = type(self).__name__
+        if isinstance(state_dict, Mapping):
+            state_dict = normalised(state_dict)
         if not isinstance(state_dict, Mapping) or KIND_KEY not in state_dict:
             raise ValueError(
-                f"{name}.load_state_dict: the state dict {_describe_unkinded(state_dict)}"
+                f"{name}.load_state_dict: the state dict {describe_unkinded(state_dict)}"
             )
         if state_dict[KIND_KEY] != self.kind():
             saved = state_dict[KIND_KEY]
-            saved_text = _describe_kind(saved) if isinstance(saved, Mapping) else repr(saved)
+            saved_text = describe_kind(saved) if isinstance(saved, Mapping) else repr(saved)
             raise ValueError(
                 f"{name}.load_state_dict: the state dict is from {saved_text}, not from a "
-                f"{_describe_kind(self.kind())}; load a state dict saved by the same optimizer "
+                f"{describe_kind(self.kind())}; load a state dict saved by the same optimizer "
                 "type and settings"
             )
         check_state_layout(
             state_dict,
             self.param_groups,
-            self._expected_state,
+            self._expected_for,
             f"{name}.load_state_dict",
             optional_state=lambda p: {
                 f"{o}_mask": torch.empty(p.shape, dtype=torch.bool, device="meta")
@@ -369,6 +308,10 @@ class ObjectiveOptimizer(Optimizer):
                 f"integers, got {counts!r}"
             )
 
+    def _placed(self, key: str, value: Any, param: Tensor) -> Any:  # noqa: ARG002
+        """A copy of the state entry ``key`` of ``param`` where the step will read it."""
+        return copy_to_device(value, param.device)
+
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load a state dict after :meth:`check_state_dict`, keeping each tensor's dtype.
 
@@ -377,6 +320,7 @@ class ObjectiveOptimizer(Optimizer):
         parameter's device.
         """
         self.check_state_dict(state_dict)
+        state_dict = normalised(state_dict)
         saved_groups = state_dict["param_groups"]
         id_to_param: dict[int, Tensor] = {}
         for saved, group in zip(saved_groups, self.param_groups, strict=True):
@@ -384,10 +328,10 @@ class ObjectiveOptimizer(Optimizer):
         state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
         for pid, value in state_dict["state"].items():
             p = id_to_param[pid]
-            state[p] = _copy_to_device(value, p.device)
+            state[p] = {k: self._placed(k, v, p) for k, v in value.items()}
         self.state = state
         self._index_masks()
         for saved, group in zip(saved_groups, self.param_groups, strict=True):
-            group.update({k: v for k, v in saved.items() if k != "params"})
+            group.update({k: v for k, v in saved.items() if k not in ("params", GROUP_META_KEY)})
         self.objective = state_dict.get("objective")
         self.step_counts = dict(state_dict["step_counts"])

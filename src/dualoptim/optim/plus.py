@@ -10,15 +10,18 @@ Adam/Adam.
 
 from __future__ import annotations
 
+import functools
+import struct
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from dualoptim.optim.inner import is_dtensor
 from dualoptim.optim.objective import Objective, ObjectiveOptimizer, check_objective
 from dualoptim.optim.plus_kernel import KernelRunner, update_8bit, update_fp32
-from dualoptim.optim.quantization import BLOCK, code_tables, num_blocks
+from dualoptim.optim.quantization import BLOCK, code_tables, row_blocks
 
 _STATE_KEYS = ("base_m", "base_v", "forget_m", "forget_v", "retain_m", "retain_v")
 
@@ -41,9 +44,10 @@ class DualOptimPlus(ObjectiveOptimizer):
             ``state_bits=32``); smaller ones stay fp32.
         bound_update: cap each coordinate of the update at 1 (denominator >= |numerator|),
             the default. False runs SPEC §1.4's rule exactly; that rule's denominator can
-            cancel to ~0 under conflicting objectives (measured: SCRUB with fp32 DO+ on digits
-            ends with RA 0%, with the cap RA 97%), and with 8-bit states second moments
-            underflow to 0. See docs/optimizers.md.
+            cancel to ~0 under conflicting objectives, and with 8-bit states second moments
+            underflow to 0. Measured side by side (benchmarks/plus_bound.py, digits, 3
+            seeds): without the cap RL's Gap is 14.2 (a seed collapses to RA 64%) and
+            SalUn's 5.3, against 1.6 and 0.7 with it. See docs/optimizers.md.
         compile: True compiles the fused update with torch.compile, False runs it eagerly,
             None (default) compiles when possible and falls back to eager otherwise.
 
@@ -92,28 +96,39 @@ class DualOptimPlus(ObjectiveOptimizer):
     def kind(self) -> dict[str, Any]:
         return {**super().kind(), "state_bits": [g["state_bits"] for g in self.param_groups]}
 
-    def _expected_state(self, param: Tensor, group: int) -> dict[str, Any]:
-        """Counters t, s_f, s_r and the six moments: flat fp32, or block-wise 8-bit codes
-        (whole blocks) with one absmax per block, on the meta device (shapes only)."""
+    def _quantized(self, param: Tensor, group: int) -> bool:
+        """8-bit states for a matrix (or higher) of at least ``min_8bit_size`` elements of the
+        whole tensor (a shard's size never decides it) whose rows are long enough for 8-bit to
+        save memory: row-aligned blocks pad each row to whole blocks, so a LoRA B matrix
+        (rows of 8 values) would hold 32.5 bytes per value in 8-bit against 4 in fp32.
+        Vectors stay fp32 (SPEC §1.5)."""
         g = self.param_groups[group]
+        if g["state_bits"] != 8 or param.dim() < 2 or param.numel() < g["min_8bit_size"]:
+            return False
+        _, row_len, per_row = row_blocks(tuple(param.shape))
+        return per_row * (BLOCK + 4) < 4 * row_len  # codes + absmax per row < fp32 per row
+
+    def _expected_state(self, param: Tensor, group: int) -> dict[str, Any]:
+        """Counters t, s_f, s_r and the six moments on the meta device (shapes only): fp32 of
+        the parameter's shape, or row-aligned 8-bit codes (rows, blocks per row × 256) with
+        one absmax per block (rows, blocks per row). Both shard along dim 0 as the parameter
+        does, so FSDP2 keeps each rank's states beside its rows."""
         state: dict[str, Any] = {"step": 0, "forget_step": 0, "retain_step": 0}
-        n, quantized = param.numel(), g["state_bits"] == 8 and param.numel() >= g["min_8bit_size"]
+        rows, _, per_row = row_blocks(tuple(param.shape)) if param.dim() else (1, 1, 1)
         for key in _STATE_KEYS:
-            if quantized:
-                state[key] = torch.empty(num_blocks(n) * BLOCK, dtype=torch.uint8, device="meta")
+            if self._quantized(param, group):
+                state[key] = torch.empty(rows, per_row * BLOCK, dtype=torch.uint8, device="meta")
                 state[key + "_absmax"] = torch.empty(
-                    num_blocks(n), dtype=torch.float32, device="meta"
+                    rows, per_row, dtype=torch.float32, device="meta"
                 )
             else:
-                state[key] = torch.empty(n, dtype=torch.float32, device="meta")
+                state[key] = torch.empty(param.shape, dtype=torch.float32, device="meta")
         return state
 
-    def _init_state(self, p: Tensor, group: int) -> dict[str, Any]:
+    def _init_param_state(self, p: Tensor, group: int) -> dict[str, Any]:
         state = self.state[p]
         for key, value in self._expected_state(p, group).items():
-            state[key] = (
-                torch.zeros_like(value, device=p.device) if isinstance(value, Tensor) else value
-            )
+            state[key] = _zeros_like(value, p) if isinstance(value, Tensor) else value
         return state
 
     @staticmethod
@@ -137,8 +152,9 @@ class DualOptimPlus(ObjectiveOptimizer):
     # ------------------------------------------------------------------ step
     def _coef(self, group: dict[str, Any], objective: Objective, state: dict[str, Any]) -> list:
         t, s = state["step"], state[f"{objective}_step"]
-        beta1, beta2 = group["betas"]
-        base_beta1, base_beta2 = group["base_betas"]
+        # The kernel's EMA weights (1 - β) come from the fp32 β in ``coef``; the corrections
+        # must divide by the same β's powers or -δ·B̂_v stays in Δ̂_v + α·B̂_v (SPEC §1.4).
+        beta1, beta2, base_beta1, base_beta2 = map(_fp32, (*group["betas"], *group["base_betas"]))
         weight_decay = group.get(f"{objective}_options", {}).get(
             "weight_decay", group["weight_decay"]
         )
@@ -168,7 +184,11 @@ class DualOptimPlus(ObjectiveOptimizer):
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError("DualOptimPlus does not support sparse gradients")
-                state = self.state[p] if "step" in self.state[p] else self._init_state(p, index)
+                if is_dtensor(p):
+                    _check_row_sharded(p)
+                state = (
+                    self.state[p] if "step" in self.state[p] else self._init_param_state(p, index)
+                )
                 state["step"] += 1
                 state[f"{objective}_step"] += 1
                 values = self._coef(group, objective, state)
@@ -180,25 +200,65 @@ class DualOptimPlus(ObjectiveOptimizer):
     def _update(
         self, p: Tensor, state: dict[str, Any], objective: Objective, coef: Tensor, bound: bool
     ) -> None:
-        flat = p.detach().view(-1) if p.is_contiguous() else p.detach().reshape(-1).clone()
-        grad = p.grad.reshape(-1)
+        """One step on this rank's part: the local shard of a DTensor parameter, its gradient
+        and states (all sharded alike), or the whole tensor."""
+        param = _local(p.detach())
         names = ["base_m", "base_v", f"{objective}_m", f"{objective}_v"]
         if self.is_quantized(state):
-            states = [t for n in names for t in (state[n], state[n + "_absmax"])]
-            self._runner(
-                update_8bit,
-                flat,
-                grad,
-                states,
-                coef,
-                code_tables(True, p.device),
-                code_tables(False, p.device),
-                bound,
-            )
+            rows = param.shape[0] if param.dim() else 1
+            data = param.contiguous()
+            matrix = data.view(rows, -1)
+            grad = _local(p.grad).reshape(rows, -1)
+            states = [_local(t) for n in names for t in (state[n], state[n + "_absmax"])]
+            tables = code_tables(True, p.device), code_tables(False, p.device)
+            self._runner(update_8bit, matrix, grad, states, coef, *tables, bound)
         else:
-            self._runner(update_fp32, flat, grad, *(state[n] for n in names), coef, bound)
-        if not p.is_contiguous():
-            p.detach().copy_(flat.view_as(p))
+            data = param.contiguous()
+            flat, grad = data.view(-1), _local(p.grad).reshape(-1)
+            moments = [_local(state[n]).view(-1) for n in names]
+            self._runner(update_fp32, flat, grad, *moments, coef, bound)
+        if data is not param:
+            param.copy_(data)
+
+
+def _local(tensor: Tensor) -> Tensor:
+    """This rank's part of a DTensor (sharing its storage), or the tensor itself."""
+    return tensor.to_local() if is_dtensor(tensor) else tensor
+
+
+def _zeros_like(meta: Tensor, param: Tensor) -> Tensor:
+    """Zeros of ``meta``'s shape and dtype, placed as ``param``: on its device, and for a
+    DTensor parameter sharded over the same mesh and placements."""
+    if is_dtensor(param):
+        from torch.distributed.tensor import zeros
+
+        return zeros(
+            tuple(meta.shape),
+            dtype=meta.dtype,
+            device_mesh=param.device_mesh,
+            placements=param.placements,
+        )
+    return torch.zeros(meta.shape, dtype=meta.dtype, device=param.device)
+
+
+def _check_row_sharded(param: Tensor) -> None:
+    """Refuse a DTensor sharded along another dimension than 0: row-aligned states would not
+    follow its shards (FSDP2 shards dim 0; tensor parallelism may not)."""
+    from torch.distributed.tensor import Replicate, Shard
+
+    for placement in param.placements:
+        if not (isinstance(placement, Replicate) or placement == Shard(0)):
+            raise ValueError(
+                f"DualOptimPlus: a parameter of shape {tuple(param.shape)} is placed "
+                f"{param.placements}; its states shard along dim 0 only (FSDP2's layout)"
+            )
+
+
+@functools.cache
+def _fp32(value: float) -> float:
+    """``value`` as the kernel's fp32 ``coef`` tensor holds it (1 - β is then exact in fp32
+    for β in [0.5, 1), so the EMA weights and the float64 corrections agree)."""
+    return struct.unpack("f", struct.pack("f", value))[0]
 
 
 def _validate_group(group: dict[str, Any]) -> None:

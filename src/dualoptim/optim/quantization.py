@@ -84,6 +84,35 @@ def dequantize(index: Tensor, absmax: Tensor, code: Tensor, numel: int) -> Tenso
     return values.view(-1)[:numel]
 
 
+def row_blocks(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(rows, row length, blocks per row) of a parameter of ``shape`` under row-aligned blocks
+    (SPEC §1.5): dim 0 gives the rows, each row is cut into whole blocks of its own."""
+    rows = shape[0]
+    row_len = 1
+    for size in shape[1:]:
+        row_len *= size
+    return rows, row_len, num_blocks(row_len)
+
+
+def quantize_rows(x: Tensor, code: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
+    """Encode ``x`` of shape (rows, row length) block-wise with no block crossing a row:
+    (uint8 indices of shape (rows, blocks per row × 256), absmax of shape (rows, blocks per
+    row)). A shard of whole rows (FSDP's dim-0 sharding) encodes exactly as its rows do in
+    the whole tensor."""
+    rows, row_len = x.shape
+    per_row = num_blocks(row_len)
+    padded = torch.nn.functional.pad(x.float(), (0, per_row * BLOCK - row_len))
+    index, absmax = quantize(padded.reshape(-1), code, table)
+    return index.view(rows, per_row * BLOCK), absmax.view(rows, per_row)
+
+
+def dequantize_rows(index: Tensor, absmax: Tensor, code: Tensor, row_len: int) -> Tensor:
+    """Decode row-aligned blocks to fp32 of shape (rows, row length)."""
+    rows = index.shape[0]
+    values = dequantize(index.reshape(-1), absmax.reshape(-1), code, index.numel())
+    return values.view(rows, -1)[:, :row_len]
+
+
 def max_relative_error(code: Tensor) -> float:
     """The worst rounding error relative to absmax: half the widest gap between neighbouring
     codes, or the distance from the range's end (-1 or 0, and 1) to the nearest code."""

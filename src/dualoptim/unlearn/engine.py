@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +36,7 @@ from accelerate.utils import DistributedType, send_to_device
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from dualoptim.distributed import world_size
 from dualoptim.io import atomic_write
 from dualoptim.optim import Objective, ObjectiveOptimizer
 from dualoptim.unlearn.errors import RunDivergedError
@@ -169,6 +171,14 @@ def _model_mismatch(saved: Any, current: Mapping[str, Tensor]) -> str | None:
     return None
 
 
+def _default_accelerator() -> Accelerator:
+    """accelerate's, except that several processes on a machine without a GPU share one
+    DDP run (``cpu=True``): otherwise each would train alone, silently, on the whole data."""
+    several = world_size() > 1
+    gpu = torch.cuda.is_available() or torch.backends.mps.is_available()
+    return Accelerator(cpu=several and not gpu)
+
+
 def _check_accelerator(accelerator: Accelerator) -> None:
     """Refuse what would run but be wrong: fp16 on CPU, and FSDP.
 
@@ -179,8 +189,16 @@ def _check_accelerator(accelerator: Accelerator) -> None:
     """
     if accelerator.distributed_type == DistributedType.FSDP:
         raise ValueError(
-            "FSDP is not supported by dualoptim's optimizers yet (their inner optimizers would "
-            "not see accelerate's sharded parameters; docs/engine.md); use DDP"
+            "the engine does not run under accelerate's FSDP yet: the optimizers train FSDP2 "
+            "shards (dual, alternate, joint; tests/test_fsdp2.py), but the engine's "
+            "checkpoints and evaluation are not sharded (docs/engine.md, 'FSDP'); use DDP"
+        )
+    requested = os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
+    if requested and accelerator.distributed_type != DistributedType.FSDP:
+        raise ValueError(
+            "accelerate was configured for FSDP but runs "
+            f"{accelerator.distributed_type.value} instead: it only shards on GPU-like "
+            "devices and drops the plugin elsewhere without a warning. Use DDP on CPU"
         )
     if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         raise ValueError(
@@ -206,7 +224,7 @@ class Engine:
         accelerator: Accelerator | None = None,
     ) -> None:
         self.cfg = config
-        self.accelerator = accelerator or Accelerator()
+        self.accelerator = accelerator or _default_accelerator()
         _check_accelerator(self.accelerator)
         self.method = method
         self.evaluate = evaluate

@@ -4,8 +4,8 @@ bad config before anything is trained."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
 from dualoptim.config import require_runs_and_seeds
 from dualoptim.optim.settings import Setting, SettingName
@@ -13,7 +13,7 @@ from dualoptim.tasks.llm.data import FORGET_SPLITS
 from dualoptim.tasks.llm.evaluation import EvalOptions
 from dualoptim.tasks.llm.format import PromptFormat
 from dualoptim.tasks.llm.methods import LLMMethod, LossOptions
-from dualoptim.tasks.llm.models import TINY, TinySpec
+from dualoptim.tasks.llm.models import LLAMA_LINEAR, TINY, TinySpec
 
 
 @dataclass(frozen=True)
@@ -36,11 +36,46 @@ class TofuData:
 
 
 @dataclass(frozen=True)
+class LoraSpec:
+    """LoRA adapters (peft) on the fine-tuned target: unlearning trains only them, so the
+    optimizers keep states for the adapters alone. The target and the retain model are still
+    fine-tuned in full (they are references, not what is unlearned)."""
+
+    r: int = 8
+    alpha: float = 16.0  # the adapters' output is scaled by alpha / r
+    dropout: float = 0.0
+    # names of linear modules (the last part of a module's name, or a dotted tail of it);
+    # the default is every projection of a Llama-style block (SmolLM2, Llama-2, tiny-llama)
+    target_modules: tuple[str, ...] = LLAMA_LINEAR
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ValueError(f"lora.r must be >= 1 (the adapters' rank), got {self.r}")
+        if not self.alpha > 0:
+            raise ValueError(f"lora.alpha must be > 0, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"lora.dropout must lie in [0, 1), got {self.dropout}")
+        if not self.target_modules or not all(self.target_modules):
+            raise ValueError(
+                "lora.target_modules must name at least one linear module (e.g. q_proj), "
+                f"got {list(self.target_modules)}"
+            )
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str = TINY  # tiny-llama, smollm2-135m-instruct, a Hub id or a local folder
     dtype: Literal["float32", "bfloat16"] = "float32"
     prompt: PromptFormat = field(default_factory=PromptFormat)
     tiny: TinySpec = field(default_factory=TinySpec)
+    lora: LoraSpec | None = None  # None: unlearning trains every weight
+
+    @property
+    def finetuned(self) -> dict[str, Any]:
+        """The fields that make the fine-tuned target and retain model: all but ``lora``,
+        which applies to unlearning only. Hashed like the dataclass was before ``lora``
+        existed, so the caches and record ids of configs without LoRA did not change."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "lora"}
 
 
 @dataclass(frozen=True)

@@ -8,22 +8,31 @@
 - ``tiny-llama``: a small randomly initialised Llama with a byte-level BPE tokenizer trained
   on the run's own texts (``tokenizers``), for tests and the built-in demo: it learns the
   built-in data in seconds on a CPU.
+
+LoRA (``model.lora``): :func:`with_lora` wraps the target in peft adapters for unlearning.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from dualoptim.tasks.llm.config import LoraSpec  # config imports this module
 
 SMOLLM2 = "smollm2-135m-instruct"
 TINY = "tiny-llama"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: The linear modules of a Llama-style block: LoRA's default targets.
+LLAMA_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
@@ -122,3 +131,44 @@ def load_pretrained(name_or_path: str, cache_dir: Path, dtype: str = "float32"):
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
     return model, tokenizer
+
+
+def _linear_modules(model: nn.Module) -> list[str]:
+    """The names of ``model``'s linear layers (transformers' Conv1D is one too: GPT-2)."""
+    from transformers.pytorch_utils import Conv1D
+
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear | Conv1D)]
+
+
+def check_lora_targets(model: nn.Module, target_modules: Iterable[str], model_name: str) -> None:
+    """Refuse LoRA targets that match no linear layer of ``model`` (peft's rule: a module's
+    whole name, or its tail after a dot), naming the linear layers there are. Checked on the
+    base model before anything is trained, not after the fine-tuning."""
+    linear = _linear_modules(model)
+    for target in target_modules:
+        if not any(n == target or n.endswith(f".{target}") for n in linear):
+            names = sorted({n.rsplit(".", 1)[-1] for n in linear})
+            raise ValueError(
+                f"model.lora.target_modules: {target!r} matches no linear module of "
+                f"{model_name}; its linear modules are {', '.join(names) or 'none'}"
+            )
+
+
+def with_lora(model: nn.Module, lora: LoraSpec, model_name: str) -> nn.Module:
+    """``model`` with LoRA adapters on ``lora.target_modules`` (peft): every base weight
+    frozen, each adapter's B zero, so the wrapped model computes exactly what ``model`` did
+    until it is trained. The adapters' A is drawn from torch's global generator."""
+    from peft import LoraConfig, get_peft_model
+
+    check_lora_targets(model, lora.target_modules, model_name)
+    lora_config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    with warnings.catch_warnings():  # peft asks transformers 5 a renamed property: not ours
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated")
+        return get_peft_model(model, lora_config)

@@ -14,7 +14,7 @@ from dualoptim.tasks.llm.config import LLMUnlearnSpec
 from dualoptim.tasks.llm.format import PairSource
 from dualoptim.tasks.llm.methods import LLMMethod
 from dualoptim.tasks.llm.world import World, adamw_groups
-from dualoptim.unlearn import EngineConfig, PhaseOptions, Schedule, unlearn
+from dualoptim.unlearn import EngineConfig, PhaseOptions, RunResult, Schedule, unlearn
 
 
 def make_optimizer(spec: LLMUnlearnSpec, model: nn.Module) -> ObjectiveOptimizer:
@@ -60,10 +60,11 @@ def engine_config(spec: LLMUnlearnSpec, forget_rows: int, seed: int, **extra: An
     )
 
 
-def run_unlearning(
+def unlearn_target(
     spec: LLMUnlearnSpec, world: World, seed: int, progress: bool = True
-) -> dict[str, Any]:
-    """Unlearn the target under ``spec``; the row's metrics, seconds, steps and curves."""
+) -> tuple[nn.Module, RunResult]:
+    """The target unlearned under ``spec`` and the engine's result. With ``model.lora`` the
+    model is a peft model whose adapters alone moved (save them with ``save_pretrained``)."""
     method = LLMMethod(spec.method, spec.losses)
     model = world.new_model(world.target[0])
     forget_parts = {"qa": world.forget_pairs}
@@ -75,6 +76,7 @@ def run_unlearning(
     pad = world.formatter.pad
     retain = PairSource(retain_parts, pad) if method.retain is not None else None
     torch.manual_seed(seed)
+    model = world.adapted(model)  # LoRA adapters (model.lora): drawn from the seed
     result = unlearn(
         model,
         method,
@@ -85,8 +87,16 @@ def run_unlearning(
         evaluate=world.curve_evaluator() if spec.eval_every else None,
         resume=False,
     )
+    return model, result
+
+
+def run_unlearning(
+    spec: LLMUnlearnSpec, world: World, seed: int, progress: bool = True
+) -> dict[str, Any]:
+    """Unlearn the target under ``spec``; the row's metrics, seconds, steps and curves."""
+    model, result = unlearn_target(spec, world, seed, progress)
     evaluation = world.evaluate(model)
-    idk = method.forget == "idk"
+    idk = LLMMethod(spec.method).forget == "idk"
     metrics = world.summary(evaluation.scores, evaluation.forget_ratios, idk)
     return {
         "metrics": metrics,

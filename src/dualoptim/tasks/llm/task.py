@@ -47,6 +47,29 @@ SAMPLES = 3  # forget-split generations kept per record, for the report
 MODEL_COLUMNS = ("forget_quality", "model_utility", "forget/rouge", "retain/rouge", "UFE", "MU")
 
 
+def _record_config(exp: LLMExperiment, run: LLMUnlearnSpec | None, seed: int) -> dict[str, Any]:
+    """A record's config; ``model.lora`` only when set. Records made before LoRA existed have
+    no such key, and a folder's records (and the runs found in the cache's store) must read
+    as one experiment with those of today's configs without LoRA."""
+    config = record_config(exp, run, seed)
+    if exp.model.lora is None:
+        del config["model"]["lora"]
+    return config
+
+
+def _lora_note(model: Mapping[str, Any]) -> str:
+    """What a LoRA experiment's runs trained, for the report's first lines."""
+    lora = model.get("lora")
+    if lora is None:
+        return ""
+    targets = ", ".join(lora["target_modules"])
+    return (
+        f" Unlearning trained LoRA adapters only (r {lora['r']}, alpha {lora['alpha']:g}, "
+        f"dropout {lora['dropout']:g}, on {targets}); the target and the retain model are "
+        "fine-tuned in full."
+    )
+
+
 def _extra(generations: Mapping[str, Sequence[str]], variant: str) -> dict[str, Any]:
     return {"metric_variant": variant, "forget_samples": list(generations["forget"][:SAMPLES])}
 
@@ -66,13 +89,13 @@ class LLMPlan:
         return self.world.fingerprint
 
     def store_config(self) -> dict[str, Any]:
-        return record_config(self.exp, None, 0)
+        return _record_config(self.exp, None, 0)
 
     def _reference_id(self, name: str) -> str:
         return record_id("llm-reference", self.world.key, name)
 
     def references(self) -> list[Reference]:
-        config = record_config(self.exp, None, 0)
+        config = _record_config(self.exp, None, 0)
         return [
             Reference(
                 self._reference_id(name),
@@ -105,7 +128,7 @@ class LLMPlan:
                 lr_scale=lr_scale,
                 forget_lr=spec.effective_forget_lr,
                 seed=seed,
-                config=record_config(self.exp, spec, seed),
+                config=_record_config(self.exp, spec, seed),
                 run=partial(self._unlearn, spec, seed),
                 references=tuple(self._reference_id(name) for name in LAYOUT.references),
             )
@@ -150,7 +173,8 @@ class LLMTask(Task):
         finished = [r for r in records if not is_failed(r)]
         variants = sorted({r.get("extra", {}).get("metric_variant", "?") for r in finished})
         return (
-            f"TOFU, forget split `{split}`. Table 3 of the paper: forget efficacy (UFE), model "
+            f"TOFU, forget split `{split}`.{_lora_note(records[0]['config']['model'])} "
+            "Table 3 of the paper: forget efficacy (UFE), model "
             "utility (MU, the paper's harmonic mean) and overall (OVR), then TOFU's Forget "
             "Quality (KS-test p-value against the retain model) and Model Utility. Closer-Look "
             f"variant: {'; '.join(variants)}. Rows `target` and `retain model` are the "

@@ -31,7 +31,13 @@ from dualoptim.tasks.llm.data import RETAIN_OF, TofuItem, load_split
 from dualoptim.tasks.llm.evaluation import Evaluation, evaluate_splits, mean_nll
 from dualoptim.tasks.llm.format import Formatter, Pair, PairSource
 from dualoptim.tasks.llm.methods import FineTune
-from dualoptim.tasks.llm.models import TINY, load_pretrained, tiny_llama
+from dualoptim.tasks.llm.models import (
+    TINY,
+    check_lora_targets,
+    load_pretrained,
+    tiny_llama,
+    with_lora,
+)
 from dualoptim.tasks.llm.refusals import REFUSALS, refusal
 from dualoptim.unlearn import EngineConfig, PhaseOptions, RunState, Schedule, unlearn
 
@@ -114,6 +120,8 @@ class World:
         self.cache = Path(exp.cache_dir)
         self.splits = load_splits(exp.data)
         self.tokenizer, self._base = self._base_model()
+        if exp.model.lora is not None:  # before anything is trained
+            check_lora_targets(self._base, exp.model.lora.target_modules, exp.model.name)
         self.formatter = Formatter(self.tokenizer, exp.model.prompt)
         self.forget_pairs = self._pairs(self.splits.forget)
         self.retain_pairs = self._pairs(self.splits.retain)
@@ -133,6 +141,12 @@ class World:
         model = copy.deepcopy(self._base)
         model.load_state_dict(state)
         return model
+
+    def adapted(self, model: nn.Module) -> nn.Module:
+        """The model unlearning trains: ``model`` itself, or with ``model.lora`` set, ``model``
+        wrapped in LoRA adapters (only they train; see docs/llm.md, "LoRA")."""
+        lora = self.exp.model.lora
+        return model if lora is None else with_lora(model, lora, self.exp.model.name)
 
     def _pairs(self, items: list[TofuItem], answers: list[str] | None = None) -> list[Pair]:
         answers = answers if answers is not None else [it.answer for it in items]
@@ -157,10 +171,12 @@ class World:
 
     @property
     def key(self) -> str:
-        """Everything that determines the references and the evaluation."""
+        """Everything that determines the references, the evaluation and the runs' models
+        (LoRA only when set: a config without it keeps its key from before LoRA existed)."""
         e = self.exp
-        parts = (self.fingerprint, self._base_fingerprint, e.data, e.model, e.finetune, e.eval)
-        return fingerprint(*parts, e.embedder)
+        parts = (self.fingerprint, self._base_fingerprint, e.data, e.model.finetuned, e.finetune)
+        lora = () if e.model.lora is None else (e.model.lora,)
+        return fingerprint(*parts, e.eval, e.embedder, *lora)
 
     @cached_property
     def _training_pairs(self) -> dict[str, list[Pair]]:
@@ -169,10 +185,11 @@ class World:
     @cached_property
     def _model_keys(self) -> dict[str, str]:
         """What determines each fine-tuned model: the base model, the tokenized rows it
-        learns (their content, not the data's path) and the recipe."""
+        learns (their content, not the data's path) and the recipe. LoRA is not part of it:
+        both are fine-tuned in full, and runs with and without LoRA share them."""
         e = self.exp
         return {
-            which: fingerprint(which, self._base_fingerprint, pairs, e.model, e.finetune)
+            which: fingerprint(which, self._base_fingerprint, pairs, e.model.finetuned, e.finetune)
             for which, pairs in self._training_pairs.items()
         }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,10 +175,13 @@ def build_run(spec: UnlearnSpec, world: World, seed: int) -> methods.Built:
     return spec.registered.build(spec, world, seed)
 
 
-def make_optimizer(spec: UnlearnSpec, params: Iterable[nn.Parameter]) -> ObjectiveOptimizer:
+def make_optimizer(
+    spec: UnlearnSpec, params: Iterable[nn.Parameter], plus: Mapping[str, Any] | None = None
+) -> ObjectiveOptimizer:
     """The setting's optimizer: AdamW(η_f, wd 0.05) for forgetting, SGD(η_r, momentum 0.9,
     wd 5e-4) for retaining; the shared baselines use that SGD at η_f, except that Alternate
-    RL/SalUn/SCRUB keep η_r for retain phases as the official classification code does."""
+    RL/SalUn/SCRUB keep η_r for retain phases as the official classification code does.
+    ``plus``: extra DualOptimPlus options (benchmarks/plus_bound.py compares bound_update)."""
     return build_optimizer(
         spec.setting,
         params,
@@ -187,6 +190,7 @@ def make_optimizer(spec: UnlearnSpec, params: Iterable[nn.Parameter]) -> Objecti
         forget_lr=spec.effective_forget_lr,
         retain_lr=spec.effective_retain_lr,
         per_phase_lr=spec.per_phase_lr,
+        plus=plus,
     )
 
 
@@ -209,13 +213,15 @@ def curve_evaluator(world: World, seed: int, limit: int = CURVE_SAMPLE) -> Evalu
     return measure
 
 
-def run_unlearning(spec: UnlearnSpec, world: World, seed: int) -> dict[str, Any]:
+def run_unlearning(
+    spec: UnlearnSpec, world: World, seed: int, plus: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Unlearn with ``spec`` from this seed's original model: final metrics, ``seconds``, and
     ``curves`` ({name: [[step, value], ...]}: losses, gradient norms, and the metrics every
-    ``spec.eval_every`` steps)."""
+    ``spec.eval_every`` steps). ``plus`` as in :func:`make_optimizer`."""
     model = copy.deepcopy(world.original)
     method, schedule, options = build_run(spec, world, seed)
-    optimizer = make_optimizer(spec, model.parameters())
+    optimizer = make_optimizer(spec, model.parameters(), plus)
     config = EngineConfig(
         schedule,
         forget_batch=spec.batch_size,

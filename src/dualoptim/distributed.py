@@ -1,0 +1,34 @@
+"""Which process this is, for the one rule of a multi-process run (``torchrun`` or
+``accelerate launch``): every process computes (training is collective), the first one
+alone writes caches, records and reports, and the others wait where a file decides what runs.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch.distributed as dist
+
+
+def _initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    """This process's rank: the process group's, else the launcher's ``RANK`` (set before the
+    group exists), else 0."""
+    return dist.get_rank() if _initialized() else int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return dist.get_world_size() if _initialized() else int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every process (nothing to wait for in one process)."""
+    if _initialized():
+        dist.barrier()
