@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from dualoptim.distributed import world_size
 from dualoptim.io import atomic_write
 from dualoptim.optim import Objective, ObjectiveOptimizer
+from dualoptim.optim.inner import is_dtensor
 from dualoptim.unlearn.errors import RunDivergedError
 from dualoptim.unlearn.method import Method, RunState, Source
 from dualoptim.unlearn.schedule import Schedule, lr_factor
@@ -224,6 +225,12 @@ class Engine:
         accelerator: Accelerator | None = None,
     ) -> None:
         self.cfg = config
+        if any(is_dtensor(p) for p in model.parameters()):
+            raise ValueError(
+                "the engine does not run a model sharded with fully_shard (FSDP2) yet: it "
+                "would wrap it in DDP and save whole state dicts. The optimizers train FSDP2 "
+                "shards (docs/engine.md, 'FSDP'): drive them in your own loop, or use DDP"
+            )
         self.accelerator = accelerator or _default_accelerator()
         _check_accelerator(self.accelerator)
         self.method = method
