@@ -1,6 +1,9 @@
 """dualoptim: stable machine unlearning with dual optimizers (DualOptim, DualOptim+)."""
 
 import logging
+import os
+
+import torch
 
 from dualoptim.optim import (
     DualOptimizer,
@@ -20,6 +23,12 @@ __version__ = "0.1.0"
 logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
     lambda record: not str(record.msg).startswith("Failed to load CPU gemm_4bit_forward")
 )
+
+# DeepSpeed (the `deepspeed` extra), when installed, is imported by accelerate's unwrap_model,
+# which every run calls, and on a machine without a GPU it warns each time that it "set the
+# accelerator to CPU". Where there is no GPU, tell it so up front (a value already set wins).
+if not torch.cuda.is_available() and not torch.backends.mps.is_available():
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 __all__ = [
     "DualOptimPlus",

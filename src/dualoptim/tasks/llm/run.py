@@ -3,6 +3,7 @@ itself from the target to its evaluated row (SPEC §1.3, §2.3)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -17,9 +18,12 @@ from dualoptim.tasks.llm.world import World, adamw_groups
 from dualoptim.unlearn import EngineConfig, PhaseOptions, RunResult, Schedule, unlearn
 
 
-def make_optimizer(spec: LLMUnlearnSpec, model: nn.Module) -> ObjectiveOptimizer:
+def make_optimizer(
+    spec: LLMUnlearnSpec, model: nn.Module, plus: Mapping[str, Any] | None = None
+) -> ObjectiveOptimizer:
     """AdamW on both sides (SPEC §1.3): betas (0.9, 0.95) in every setting, wd 0.01 but not
-    on biases and norms; the shared baselines run one AdamW at η_f."""
+    on biases and norms; the shared baselines run one AdamW at η_f. ``plus``: extra
+    DualOptimPlus options (benchmarks/plus_bound_llm.py compares bound_update)."""
     groups = adamw_groups(model, spec.weight_decay)
     side = {"name": "adamw", "betas": spec.betas}
     return build_optimizer(
@@ -29,7 +33,7 @@ def make_optimizer(spec: LLMUnlearnSpec, model: nn.Module) -> ObjectiveOptimizer
         retain=side,
         forget_lr=spec.effective_forget_lr,
         retain_lr=spec.retain_lr,
-        plus={"betas": spec.betas} if Setting(spec.setting).plus else None,
+        plus={"betas": spec.betas, **(plus or {})} if Setting(spec.setting).plus else None,
     )
 
 
@@ -61,7 +65,11 @@ def engine_config(spec: LLMUnlearnSpec, forget_rows: int, seed: int, **extra: An
 
 
 def unlearn_target(
-    spec: LLMUnlearnSpec, world: World, seed: int, progress: bool = True
+    spec: LLMUnlearnSpec,
+    world: World,
+    seed: int,
+    progress: bool = True,
+    plus: Mapping[str, Any] | None = None,
 ) -> tuple[nn.Module, RunResult]:
     """The target unlearned under ``spec`` and the engine's result. With ``model.lora`` the
     model is a peft model whose adapters alone moved (save them with ``save_pretrained``)."""
@@ -82,7 +90,7 @@ def unlearn_target(
         method,
         PairSource(forget_parts, pad),
         retain,
-        make_optimizer(spec, model),
+        make_optimizer(spec, model, plus),
         engine_config(spec, len(world.forget_pairs), seed, progress=progress),
         evaluate=world.curve_evaluator() if spec.eval_every else None,
         resume=False,
@@ -91,10 +99,14 @@ def unlearn_target(
 
 
 def run_unlearning(
-    spec: LLMUnlearnSpec, world: World, seed: int, progress: bool = True
+    spec: LLMUnlearnSpec,
+    world: World,
+    seed: int,
+    progress: bool = True,
+    plus: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Unlearn the target under ``spec``; the row's metrics, seconds, steps and curves."""
-    model, result = unlearn_target(spec, world, seed, progress)
+    model, result = unlearn_target(spec, world, seed, progress, plus)
     evaluation = world.evaluate(model)
     idk = LLMMethod(spec.method).forget == "idk"
     metrics = world.summary(evaluation.scores, evaluation.forget_ratios, idk)
