@@ -88,7 +88,7 @@ def tiny_plan(cache: Path, *overrides: str) -> LLMPlan:
 
 
 def record_ids(plan: LLMPlan) -> list[str]:
-    jobs = [job for spec in plan.runs for job in plan.jobs(spec, 1.0)]
+    jobs = [job for spec in plan.exp.runs for job in plan.jobs(spec, 1.0)]
     return [r.id for r in plan.references()] + [job.id for job in jobs]
 
 
@@ -139,7 +139,7 @@ def test_a_config_without_lora_keeps_its_ids_and_caches(tmp_path) -> None:
     assert plan.world.key == BEFORE_LORA["key"]
     assert plan.world._model_keys == BEFORE_LORA["models"]
     assert record_ids(plan) == BEFORE_LORA["ids"]
-    configs = [plan.store_config(), *(job.config for job in plan.jobs(plan.runs[0], 1.0))]
+    configs = [plan.store_config(), *(job.config for job in plan.jobs(plan.exp.runs[0], 1.0))]
     assert all("lora" not in c["model"] for c in configs)  # as records made before LoRA
 
     lora = tiny_plan(tmp_path, "model.lora={r: 4}")
@@ -149,7 +149,7 @@ def test_a_config_without_lora_keeps_its_ids_and_caches(tmp_path) -> None:
     assert set(record_ids(lora)).isdisjoint(BEFORE_LORA["ids"])
     expected = {"r": 4, "alpha": 16.0, "dropout": 0.0, "target_modules": list(LLAMA_LINEAR)}
     assert lora.store_config()["model"]["lora"] == expected
-    assert lora.jobs(lora.runs[0], 1.0)[0].config["model"]["lora"] == expected
+    assert lora.jobs(lora.exp.runs[0], 1.0)[0].config["model"]["lora"] == expected
 
 
 # ----------------------------------------------------------------------------- a tofu-tiny run
@@ -184,7 +184,7 @@ def test_a_lora_tofu_tiny_run_moves_only_adapters_and_reloads(tmp_path) -> None:
     world = plan.world
     target = world.new_model(world.target[0]).eval()
     batch = PairSource({"qa": world.forget_pairs}, world.formatter.pad).batch(torch.arange(8))
-    for spec in plan.runs:
+    for spec in plan.exp.runs:
         model, result = unlearn_target(spec, world, 0, progress=False)
         assert isinstance(model, PeftModel)
         recorded = by[spec.label]["metrics"]  # the run again: the same model

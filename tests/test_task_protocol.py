@@ -105,10 +105,6 @@ class ToyPlan:
     made: list[tuple[str, float, int]]  # (group, η_f, seed) of every run made
 
     @property
-    def runs(self) -> tuple[ToyRun, ...]:
-        return self.config.runs
-
-    @property
     def fingerprint(self) -> str:
         return fingerprint(*(self.data(seed) for seed in self.config.seeds))
 

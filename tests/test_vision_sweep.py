@@ -37,7 +37,7 @@ def tiny(cache: Path) -> VisionExperiment:
 def test_jobs_put_the_configured_step_size_first_and_resolve_eta_f() -> None:
     exp = tiny(Path("unused"))
     plan = TASK.plan(exp, None, progress=False)
-    todo = plan_jobs(plan, [3.0, 1.0])
+    todo = plan_jobs(plan, exp.runs, [3.0, 1.0])
     assert [(j.method, j.setting, j.lr_scale, j.seed) for j in todo[:4]] == [
         ("sfron", "alternate", 1.0, 0),
         ("sfron", "dual", 1.0, 0),
@@ -47,13 +47,13 @@ def test_jobs_put_the_configured_step_size_first_and_resolve_eta_f() -> None:
     dual = [j for j in todo if j.setting == "dual"]
     assert {j.forget_lr for j in dual} == {1e-4, 3e-4}  # × the tuned default 1e-4
     assert all(j.config["runs"][0]["forget_lr"] == j.forget_lr for j in todo)  # the record's
-    absolute = plan_jobs(plan, [1e-3], absolute=True)
+    absolute = plan_jobs(plan, exp.runs, [1e-3], absolute=True)
     assert {(j.setting, j.lr_scale) for j in absolute} == {("alternate", 0.1), ("dual", 10)}
     assert all(j.forget_lr == 1e-3 for j in absolute)
     with pytest.raises(ValueError, match="grid must be non-empty and positive"):
-        plan_jobs(plan, [])
+        plan_jobs(plan, exp.runs, [])
     with pytest.raises(ValueError, match="grid must be non-empty and positive"):
-        plan_jobs(plan, [1.0, -3.0])
+        plan_jobs(plan, exp.runs, [1.0, -3.0])
 
 
 class KilledError(Exception):

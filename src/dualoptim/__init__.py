@@ -3,8 +3,7 @@
 import logging
 import os
 
-import torch
-
+from dualoptim.distributed import has_gpu
 from dualoptim.optim import (
     DualOptimizer,
     DualOptimPlus,
@@ -27,7 +26,7 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
 # DeepSpeed (the `deepspeed` extra), when installed, is imported by accelerate's unwrap_model,
 # which every run calls, and on a machine without a GPU it warns each time that it "set the
 # accelerator to CPU". Where there is no GPU, tell it so up front (a value already set wins).
-if not torch.cuda.is_available() and not torch.backends.mps.is_available():
+if not has_gpu():
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 __all__ = [

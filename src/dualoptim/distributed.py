@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+import torch
 import torch.distributed as dist
 
 
@@ -26,6 +27,11 @@ def world_size() -> int:
 
 def is_main() -> bool:
     return rank() == 0
+
+
+def has_gpu() -> bool:
+    """Whether torch sees a CUDA or MPS device (the alternative: CPU only)."""
+    return torch.cuda.is_available() or torch.backends.mps.is_available()
 
 
 def barrier() -> None:

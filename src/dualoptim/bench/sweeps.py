@@ -121,13 +121,14 @@ def run_record(
     )
 
 
-def plan_jobs(plan: Plan, grid: Sequence[float], absolute: bool = False) -> list[Job]:
-    """Every run of the sweep, the configured η_f (×1) first, then the grid's multiples from
-    the smallest; within a multiple seed by seed, so one seed's table fills early."""
+def plan_jobs(
+    plan: Plan, runs: Sequence[RunSpec], grid: Sequence[float], absolute: bool = False
+) -> list[Job]:
+    """Every run of the sweep (``runs``: the config's), the configured η_f (×1) first, then
+    the grid's multiples from the smallest; within a multiple seed by seed, so one seed's
+    table fills early."""
     lr_grid(grid)
-    jobs = [
-        job for spec, scale in at_grid(plan.runs, grid, absolute) for job in plan.jobs(spec, scale)
-    ]
+    jobs = [job for spec, scale in at_grid(runs, grid, absolute) for job in plan.jobs(spec, scale)]
     return sorted(jobs, key=lambda j: (j.lr_scale != 1.0, j.lr_scale, j.seed))
 
 
@@ -149,7 +150,8 @@ def sweep(
     task = registry.get(config.task)
     plan = task.plan(config, out_dir, progress)
     store = open_store(out_dir, plan.store_config(), plan.fingerprint)
-    todo = plan_jobs(plan, grid if absolute else match_grid(store, grid), absolute)
+    grid = grid if absolute else match_grid(store, grid)
+    todo = plan_jobs(plan, config.runs, grid, absolute)
     references = {ref.id: ref for ref in plan.references()}
     made: dict[str, dict[str, Any]] = {}
 

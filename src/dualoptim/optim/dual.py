@@ -102,6 +102,8 @@ class _InnerBacked(ObjectiveOptimizer):
         self._specs = dict(specs)
         self._default_lrs = dict(default_lrs)
         self._inner: dict[Objective, Optimizer] = {}
+        #: each inner optimizer's first state, by (inner, group, shape, dtype, device)
+        self._probes: dict[tuple, dict[str, Any]] = {}
         super().__init__(params, {"lr": lr})
         shared = self._specs["forget"] is self._specs["retain"]
         built: dict[int, Optimizer] = {}
@@ -250,11 +252,10 @@ class _InnerBacked(ObjectiveOptimizer):
         self, inner: Optimizer, spec: OptimizerSpec, param: Tensor, group: int
     ) -> dict[str, Any]:
         key = (id(inner), group, param.shape, param.dtype, param.device)
-        probes = self.__dict__.setdefault("_probes", {})
-        if key not in probes:
+        if key not in self._probes:
             options = {k: v for k, v in inner.param_groups[group].items() if k != "params"}
-            probes[key] = spec.first_state(param, options)
-        return probes[key]
+            self._probes[key] = spec.first_state(param, options)
+        return self._probes[key]
 
 
 class DualOptimizer(_InnerBacked):

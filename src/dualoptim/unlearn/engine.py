@@ -36,7 +36,7 @@ from accelerate.utils import DistributedType, send_to_device
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from dualoptim.distributed import world_size
+from dualoptim.distributed import has_gpu, world_size
 from dualoptim.io import atomic_write
 from dualoptim.optim import Objective, ObjectiveOptimizer
 from dualoptim.optim.inner import is_dtensor
@@ -175,9 +175,7 @@ def _model_mismatch(saved: Any, current: Mapping[str, Tensor]) -> str | None:
 def _default_accelerator() -> Accelerator:
     """accelerate's, except that several processes on a machine without a GPU share one
     DDP run (``cpu=True``): otherwise each would train alone, silently, on the whole data."""
-    several = world_size() > 1
-    gpu = torch.cuda.is_available() or torch.backends.mps.is_available()
-    return Accelerator(cpu=several and not gpu)
+    return Accelerator(cpu=world_size() > 1 and not has_gpu())
 
 
 def _check_accelerator(accelerator: Accelerator) -> None:

@@ -90,8 +90,6 @@ class RunSpec(Protocol):
 class Plan(Protocol):
     """One config, prepared: data loaded and checked, everything a run shares at hand."""
 
-    #: The configured runs; the sweep sets each one's ``forget_lr`` to a grid point.
-    runs: Sequence[RunSpec]
     #: Content hash of the data the runs are made on (``io.fingerprint``).
     fingerprint: str | None
 

@@ -63,10 +63,6 @@ class DiffusionPlan:
     out_dir: Path | None
 
     @property
-    def runs(self) -> tuple[GenUnlearnSpec, ...]:
-        return self.exp.runs
-
-    @property
     def fingerprint(self) -> str:
         return self.world.fingerprint
 

@@ -81,10 +81,6 @@ class LLMPlan:
     progress: bool
 
     @property
-    def runs(self) -> tuple[LLMUnlearnSpec, ...]:
-        return self.exp.runs
-
-    @property
     def fingerprint(self) -> str:
         return self.world.fingerprint
 

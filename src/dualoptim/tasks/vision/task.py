@@ -47,10 +47,6 @@ class VisionPlan:
     worlds: dict[int, World] = field(default_factory=dict)
 
     @property
-    def runs(self) -> tuple[UnlearnSpec, ...]:
-        return self.exp.runs
-
-    @property
     def fingerprint(self) -> str:
         return self.data.fingerprint
 
