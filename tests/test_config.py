@@ -293,3 +293,19 @@ def test_an_invalid_override_value_is_one_line() -> None:
         parse_overrides(["runs=[{method: rl"])
     assert "\n" not in str(info.value)
     assert str(info.value).startswith("override 'runs=[{method: rl': invalid YAML value: ")
+
+
+def test_a_fixed_length_tuple_reads_from_a_yaml_list_and_refuses_another_length() -> None:
+    """Adam's betas: an LLM run's ``betas: [0.9, 0.99]`` from a file or an override."""
+    from dualoptim.tasks.llm.config import LLMExperiment
+
+    def runs(betas: str) -> list[str]:
+        return [f"runs=[{{method: me+gd, setting: dual, betas: {betas}}}]"]
+
+    exp = load_config(LLMExperiment, None, runs("[0.9, 0.99]"))
+    assert exp.runs[0].betas == (0.9, 0.99)
+    assert isinstance(exp.runs[0].betas, tuple)
+    with pytest.raises(ConfigError, match=r"runs\[0\]\.betas: expected a list of 2"):
+        load_config(LLMExperiment, None, runs("[0.9, 0.99, 0.5]"))
+    with pytest.raises(ConfigError, match=r"runs\[0\]\.betas\[1\]: expected float, got 'x'"):
+        load_config(LLMExperiment, None, runs("[0.9, x]"))

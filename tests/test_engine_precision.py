@@ -148,9 +148,51 @@ def test_fp16_on_cpu_is_refused_before_any_step() -> None:
     )
 
 
-def test_fsdp_is_refused_before_any_step() -> None:
-    """accelerate never picks FSDP on CPU, so its state is set by hand as a GPU launch would
-    set it; under FSDP dual/alternate runs would end untrained (docs/engine.md)."""
+@pytest.mark.parametrize("how", ["environment", "plugin"])
+def test_deepspeed_is_refused_before_any_step(how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """accelerate's DeepSpeed steps inside backward with its own accumulation (on CPU it
+    becomes DDP): refused whether the launcher set it or accelerate runs it (set by hand here,
+    as a GPU launch would set it)."""
     accelerator = Accelerator(cpu=True)
-    accelerator.state.distributed_type = DistributedType.FSDP
-    _assert_refused_before_any_step(accelerator, r"does not run under accelerate.s FSDP.*use DDP")
+    if how == "environment":
+        monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    else:
+        accelerator.state.distributed_type = DistributedType.DEEPSPEED
+    _assert_refused_before_any_step(accelerator, r"does not run under accelerate.s DeepSpeed")
+
+
+def test_fp16_under_fsdp_is_refused_before_any_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    accelerator = Accelerator(cpu=True, mixed_precision="fp16")
+    _assert_refused_before_any_step(accelerator, r"fp16' under FSDP2 .* use mixed_precision='bf16'")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("FSDP_VERSION", "1", r"fsdp_version 1: the engine shards with FSDP2 .* fsdp_version: 2"),
+        ("FSDP_OFFLOAD_PARAMS", "true", r"does not implement fsdp_offload_params"),
+        ("FSDP_ACTIVATION_CHECKPOINTING", "true", r"fsdp_activation_checkpointing: remove it"),
+    ],
+)
+def test_fsdp_options_the_engine_does_not_implement_are_named(
+    variable: str, value: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dualoptim.unlearn.sharding import fsdp_plugin
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=message):
+        fsdp_plugin(Accelerator(cpu=True))
+
+
+def test_fsdp_in_one_process_runs_unsharded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing to shard across: the run is the plain one, bit for bit."""
+    plain = _train("dual", "no")
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    requested = _train("dual", "no")
+    assert torch.equal(_flat(requested.net), _flat(plain.net))

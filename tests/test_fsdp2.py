@@ -253,25 +253,5 @@ def test_dual_8bit_refuses_sharded_parameters_clearly() -> None:
         dist.destroy_process_group()
 
 
-def test_the_engine_refuses_a_sharded_model_clearly() -> None:
-    """It would wrap the shards in DDP and save whole state dicts: refused before any step."""
-    from torch.distributed.device_mesh import DeviceMesh
-    from torch.distributed.tensor import DTensor, Shard
-
-    from dualoptim.unlearn import EngineConfig, Schedule, unlearn
-
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    try:
-        model = nn.Linear(4, 2)
-        mesh = DeviceMesh("cpu", [0])
-        model.weight = nn.Parameter(DTensor.from_local(torch.ones(2, 4), mesh, [Shard(0)]))
-        optimizer = make_optimizer("dual", model, masked=False)
-        config = EngineConfig(Schedule(1), progress=False)
-        with pytest.raises(ValueError, match="does not run a model sharded with fully_shard"):
-            unlearn(model, object(), None, None, optimizer, config)
-    finally:
-        dist.destroy_process_group()
-
-
 if __name__ == "__main__":
     worker(Path(sys.argv[1]))

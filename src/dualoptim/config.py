@@ -98,6 +98,13 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             raise _wrong(where, _type_name(tp), value)
         items = [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
+    if origin is tuple:  # fixed length, e.g. Adam's betas: tuple[float, float]
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise _wrong(where, f"a list of {len(args)} ({_type_name(tp)})", value)
+        return tuple(
+            _convert(a, v, f"{where}[{i}]")
+            for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
     if origin is dict:
         if not isinstance(value, Mapping):
             raise _wrong(where, _type_name(tp), value)

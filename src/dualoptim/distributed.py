@@ -34,6 +34,23 @@ def has_gpu() -> bool:
     return torch.cuda.is_available() or torch.backends.mps.is_available()
 
 
+def fsdp_in_environment() -> bool:
+    """Whether the launcher asked for FSDP (``accelerate launch`` with an FSDP config sets
+    ``ACCELERATE_USE_FSDP``; accelerate drops the plugin on CPU but the variable stays)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
+
+
+def launch() -> dict[str, object]:
+    """How this run was launched, for its records: processes, whether the engine shards the
+    model (FSDP2, several processes), and accelerate's mixed precision."""
+    processes = world_size()
+    return {
+        "processes": processes,
+        "fsdp2": fsdp_in_environment() and processes > 1,
+        "mixed_precision": os.environ.get("ACCELERATE_MIXED_PRECISION", "no"),
+    }
+
+
 def barrier() -> None:
     """Wait for every process (nothing to wait for in one process)."""
     if _initialized():

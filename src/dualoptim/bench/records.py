@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from dualoptim.distributed import launch
 from dualoptim.io import finite_or_none, write_json
 
 SCHEMA = 1
@@ -57,6 +58,7 @@ def environment() -> dict[str, Any]:
             "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         },
+        "launch": launch(),
     }
 
 

@@ -72,11 +72,22 @@ def _provenance(records: Iterable[Mapping[str, Any]]) -> str:
         m = env["machine"]
         machines.add(
             f"{m['processor']}, {m['cpus']} CPUs, {m['torch_threads']} torch threads, "
-            f"GPU {m['gpu'] or 'none'}, torch {env['packages']['torch']}"
+            f"GPU {m['gpu'] or 'none'}, torch {env['packages']['torch']}{_launched(env)}"
         )
         git = env.get("git") or {}
         commits.add(git.get("commit", "unknown")[:12] + ("+changes" if git.get("dirty") else ""))
     return f"Machine: {'; '.join(sorted(machines))}. Commit: {', '.join(sorted(commits))}.\n"
+
+
+def _launched(env: Mapping[str, Any]) -> str:
+    """Several processes and mixed precision, when a record says so (older records do not)."""
+    launch = env.get("launch") or {}
+    text = ""
+    if launch.get("processes", 1) > 1:
+        text += f", {launch['processes']} processes ({'FSDP2' if launch['fsdp2'] else 'DDP'})"
+    if launch.get("mixed_precision", "no") != "no":
+        text += f", {launch['mixed_precision']} autocast"
+    return text
 
 
 def timing_note(records: Iterable[Mapping[str, Any]]) -> str | None:

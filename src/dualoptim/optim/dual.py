@@ -154,6 +154,8 @@ class _InnerBacked(ObjectiveOptimizer):
         for inner in self._distinct_inner():
             for outer, group in zip(self.param_groups, inner.param_groups, strict=True):
                 group["params"] = list(outer["params"])
+                if sharded and group.get("fused"):  # chosen for the parameters before FSDP2
+                    group["fused"] = False  # torch's fused ops have no DTensor strategy
 
     def _step_objective(self, objective: Objective) -> None:
         inner = self._inner[objective]

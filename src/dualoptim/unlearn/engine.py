@@ -2,15 +2,17 @@
 
 It takes a model, a method, the forget and retain sources, an optimizer built for a setting
 (joint, alternate, dual, dual+, 8-bit) and an :class:`EngineConfig`, and runs on accelerate:
-one CPU, one GPU, DDP, mixed precision. Gradient accumulation is done here, not by
-accelerate, so that every micro-batch of an optimizer step is of one kind and every process
-is in the same phase at every step: phases are whole optimizer steps by construction.
+one CPU, one GPU, DDP, FSDP2 (unlearn/sharding.py), mixed precision. Gradient accumulation
+is done here, not by accelerate, so that every micro-batch of an optimizer step is of one
+kind and every process is in the same phase at every step: phases are whole optimizer steps
+by construction.
 
 Checkpoints hold the model, the optimizer (both objectives' states), the LR scheduler, the
 batch streams' positions, the RNG states, the curves so far and the world size, in one file
 written atomically and loaded with ``weights_only=True``. Everything in it is checked before
 anything is restored. A resumed run ends bit-identical to an uninterrupted one
-(tests/test_engine.py).
+(tests/test_engine.py). Under FSDP2 the model and optimizer states go to a folder of shards
+(torch's distributed checkpoint) that the file names, and the file is written last.
 
 Over 400 lines: the loop and its checkpoint are one state machine. The checkpoint saves and
 checks exactly the loop's position, streams, curves and RNG, so apart they would split one
@@ -23,6 +25,7 @@ import contextlib
 import logging
 import os
 import random
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,15 +42,28 @@ from tqdm.auto import tqdm
 from dualoptim.distributed import has_gpu, world_size
 from dualoptim.io import atomic_write
 from dualoptim.optim import Objective, ObjectiveOptimizer
-from dualoptim.optim.inner import is_dtensor
 from dualoptim.unlearn.errors import RunDivergedError
 from dualoptim.unlearn.method import Method, RunState, Source
 from dualoptim.unlearn.schedule import Schedule, lr_factor
+from dualoptim.unlearn.sharding import (
+    fsdp_plugin,
+    fsdp_requested,
+    gathered,
+    groups_only,
+    is_sharded,
+    load_shards,
+    no_gradient_sync,
+    save_shards,
+    shard,
+    shard_shapes,
+)
 from dualoptim.unlearn.stream import BatchStream
 
 CHECKPOINT_FILE = "checkpoint.pt"
 #: 2: records the world size, and the optimizer state names its optimizer type.
 _CHECKPOINT_FORMAT = 2
+#: The folders of shards a sharded run's checkpoint file names (``shards-<step>``).
+SHARDS_PREFIX = "shards-"
 _CHECKPOINT_KEYS = frozenset(
     (
         *("world_size", "model", "optimizer", "scheduler", "streams", "position", "step"),
@@ -179,25 +195,25 @@ def _default_accelerator() -> Accelerator:
 
 
 def _check_accelerator(accelerator: Accelerator) -> None:
-    """Refuse what would run but be wrong: fp16 on CPU, and FSDP.
+    """Refuse what would run but be wrong: fp16 on CPU or under FSDP, and DeepSpeed.
 
     accelerate 1.15 accepts fp16 on CPU but silently runs fp32: it neither autocasts nor
-    scales (``native_amp`` stays False). Under FSDP, accelerate swaps the parameters for
-    sharded ones that the inner optimizers never see, so dual and alternate runs finish
-    without training and DO+ fails on DTensors (docs/engine.md, "FSDP").
+    scales (``native_amp`` stays False); under FSDP2 fp16 would need a sharded gradient
+    scaler. accelerate's DeepSpeed steps the optimizer inside ``backward`` with its own
+    accumulation and checkpoints, and on CPU it silently becomes DDP (docs/engine.md).
     """
-    if accelerator.distributed_type == DistributedType.FSDP:
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true")
+    if deepspeed or accelerator.distributed_type == DistributedType.DEEPSPEED:
         raise ValueError(
-            "the engine does not run under accelerate's FSDP yet: the optimizers train FSDP2 "
-            "shards (dual, alternate, joint; tests/test_fsdp2.py), but the engine's "
-            "checkpoints and evaluation are not sharded (docs/engine.md, 'FSDP'); use DDP"
+            "the engine does not run under accelerate's DeepSpeed: DeepSpeed steps the "
+            "optimizer inside backward with its own accumulation and checkpoints, and on CPU "
+            "accelerate runs DDP instead. Use FSDP2 (configs/accelerate/fsdp2.yaml) or DDP; "
+            "the optimizers themselves run under deepspeed.initialize (docs/engine.md)"
         )
-    requested = os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
-    if requested and accelerator.distributed_type != DistributedType.FSDP:
+    if accelerator.mixed_precision == "fp16" and fsdp_requested(accelerator):
         raise ValueError(
-            "accelerate was configured for FSDP but runs "
-            f"{accelerator.distributed_type.value} instead: it only shards on GPU-like "
-            "devices and drops the plugin elsewhere without a warning. Use DDP on CPU"
+            "mixed_precision='fp16' under FSDP2 needs a sharded gradient scaler the engine "
+            "does not have: use mixed_precision='bf16'"
         )
     if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         raise ValueError(
@@ -223,14 +239,12 @@ class Engine:
         accelerator: Accelerator | None = None,
     ) -> None:
         self.cfg = config
-        if any(is_dtensor(p) for p in model.parameters()):
-            raise ValueError(
-                "the engine does not run a model sharded with fully_shard (FSDP2) yet: it "
-                "would wrap it in DDP and save whole state dicts. The optimizers train FSDP2 "
-                "shards (docs/engine.md, 'FSDP'): drive them in your own loop, or use DDP"
-            )
         self.accelerator = accelerator or _default_accelerator()
         _check_accelerator(self.accelerator)
+        #: FSDP2: a model sharded by its user, or accelerate asked for FSDP across processes
+        self.sharded = is_sharded(model) or (
+            fsdp_requested(self.accelerator) and self.accelerator.num_processes > 1
+        )
         self.method = method
         self.evaluate = evaluate
         self.optimizer = optimizer
@@ -249,7 +263,12 @@ class Engine:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_factor(config.lr_schedule, total, config.warmup_steps)
         )
-        self.model, self.prepared = self.accelerator.prepare(model, optimizer)
+        if self.sharded:  # accelerate.prepare would wrap the shards in DDP (or drop FSDP)
+            if not is_sharded(model):
+                shard(model, optimizer, fsdp_plugin(self.accelerator))
+            self.model, self.prepared = model, optimizer
+        else:
+            self.model, self.prepared = self.accelerator.prepare(model, optimizer)
         self.result = RunResult(steps={"forget": 0, "retain": 0, "joint": 0})
         self._position = (0, 0, 0)  # (cycle, phase index, steps done in that phase)
 
@@ -260,15 +279,20 @@ class Engine:
         return None if d is None else Path(d) / CHECKPOINT_FILE
 
     def save_checkpoint(self) -> None:
-        if self.checkpoint_path is None:
+        path = self.checkpoint_path
+        if path is None:
             return
         self.accelerator.wait_for_everyone()
+        shards = self._save_shards(path.parent) if self.sharded else None
         if not self.accelerator.is_main_process:
             return
+        model = self.accelerator.unwrap_model(self.model)
+        optimizer = self.optimizer.state_dict()
         state = {
             "format": _CHECKPOINT_FORMAT,
-            "model": self.accelerator.unwrap_model(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "shards": shards,
+            "model": shard_shapes(model) if shards else model.state_dict(),
+            "optimizer": groups_only(optimizer) if shards else optimizer,
             "scheduler": self.scheduler.state_dict(),
             "streams": {k: s.state_dict() for k, s in self.data.streams.items()},
             "position": list(self._position),
@@ -279,7 +303,27 @@ class Engine:
             "rng": _rng_state(),
             "world_size": self.accelerator.num_processes,
         }
-        atomic_write(self.checkpoint_path, lambda f: torch.save(state, f))
+        atomic_write(path, lambda f: torch.save(state, f))
+        if shards:
+            for old in path.parent.glob(f"{SHARDS_PREFIX}*"):
+                if old.name != shards:
+                    shutil.rmtree(old)
+
+    def _save_shards(self, folder: Path) -> str:
+        """Every process writes its shards to a new folder, renamed into place when complete;
+        the checkpoint file, written after, names it, so a crash at any point leaves the
+        previous checkpoint whole."""
+        name = f"{SHARDS_PREFIX}{self.run.step:08d}"
+        partial = folder / f"{name}.partial"
+        if self.accelerator.is_main_process:
+            shutil.rmtree(partial, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        save_shards(self.model, self.optimizer, partial)
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            shutil.rmtree(folder / name, ignore_errors=True)
+            partial.rename(folder / name)
+        return name
 
     def load_checkpoint(self) -> bool:
         """Resume from the checkpoint if there is one; returns whether it did.
@@ -297,8 +341,17 @@ class Engine:
                 f"checkpoint {path} is unreadable or corrupt: {err}; delete it to start over"
             ) from err
         self._check_checkpoint(path, state)
-        self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.sharded:
+            try:
+                load_shards(self.model, self.optimizer, path.parent / state["shards"])
+            except Exception as err:
+                raise ValueError(
+                    f"the shards of checkpoint {path} ({state['shards']}) are unreadable or do "
+                    f"not fit this run: {err}; delete {path.parent} to start the run over"
+                ) from err
+        else:
+            self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         for name, stream_state in state["streams"].items():
             self.data.streams[name].load_state_dict(stream_state)
@@ -325,6 +378,17 @@ class Engine:
         missing = _CHECKPOINT_KEYS - state.keys()
         if missing:
             raise ValueError(f"checkpoint {path} is incomplete: no {sorted(missing)}; {start_over}")
+        shards = state.get("shards")
+        if bool(shards) != self.sharded:
+            written, now = ("a sharded", "unsharded") if shards else ("an unsharded", "sharded")
+            raise ValueError(
+                f"checkpoint {path} was written by {written} run (FSDP2) and this run is {now}; "
+                f"resume it as it was launched, or {start_over}"
+            )
+        if shards and not (path.parent / shards).is_dir():
+            raise ValueError(
+                f"checkpoint {path} names shards {shards}, which are missing; {start_over}"
+            )
         saved_world, world = state["world_size"], self.accelerator.num_processes
         if saved_world != world:
             if not self.cfg.allow_world_size_change:
@@ -380,7 +444,7 @@ class Engine:
         losses = dict.fromkeys(kinds, 0.0)
         for k in range(cfg.accumulation):
             sync = k == cfg.accumulation - 1
-            with contextlib.nullcontext() if sync else acc.no_sync(self.model):
+            with self._gradient_sync(sync):
                 total = None
                 for kind in kinds:
                     with acc.autocast():
@@ -393,19 +457,32 @@ class Engine:
         if step_as == "forget":
             self.optimizer.mask_gradients("forget")  # clip the masked gradient (SFR-on)
         clip = getattr(cfg, step_as).clip_norm
-        if clip is not None:
-            norm = acc.clip_grad_norm_(self.model.parameters(), clip)
-            record[f"grad_norm/{objective or 'joint'}"] = float(norm)
-        elif cfg.record_grad_norms:
-            norm = torch.nn.utils.get_total_norm(
-                [p.grad for p in self.model.parameters() if p.grad is not None]
-            )
-            record[f"grad_norm/{objective or 'joint'}"] = float(norm)
+        if clip is not None or cfg.record_grad_norms:
+            record[f"grad_norm/{objective or 'joint'}"] = self._grad_norm(clip)
         self.optimizer.objective = step_as
         self.prepared.step()
         self.prepared.zero_grad(set_to_none=True)
         self.scheduler.step()
         return record
+
+    def _gradient_sync(self, sync: bool) -> contextlib.AbstractContextManager[None]:
+        """Gradients are averaged across processes on the last micro-batch of a step only."""
+        if sync:
+            return contextlib.nullcontext()
+        if self.sharded:
+            return no_gradient_sync(self.model)
+        return self.accelerator.no_sync(self.model)
+
+    def _grad_norm(self, clip: float | None) -> float:
+        """The gradients' global norm, clipping them to ``clip`` (None: no clipping)."""
+        params = list(self.model.parameters())
+        if clip is not None and not self.sharded:
+            return float(self.accelerator.clip_grad_norm_(params, clip))
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        norm = gathered(norm)  # each process holds the norm of its shards
+        if clip is not None:
+            torch.nn.utils.clip_grads_with_norm_(params, clip, norm)
+        return float(norm)
 
     def _record(self, values: Mapping[str, float]) -> None:
         for name, value in values.items():

@@ -70,8 +70,9 @@ def check_trainer_setup(trainer: Trainer) -> None:
     that reads dict items (the training items are forget/retain pairs)."""
     if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
         raise ValueError(
-            "DualOptimTrainer supports single-device and DDP training; DeepSpeed and FSDP "
-            "shard parameters that dualoptim's inner optimizers would not see (docs/engine.md)"
+            "DualOptimTrainer supports single-device and DDP training; the Trainer's DeepSpeed "
+            "and FSDP paths step and checkpoint the optimizer in ways not tested with its "
+            "phases. For FSDP2, run dualoptim's engine (docs/engine.md, 'FSDP2')"
         )
     strategy = str(getattr(trainer.args, "train_sampling_strategy", "random"))
     if strategy in ("group_by_length", "batch_rebalance"):

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from dualoptim.distributed import is_main
 from dualoptim.tasks.llm import closer_look as cl
 from dualoptim.tasks.llm import metrics as tofu
 from dualoptim.tasks.llm.data import TofuItem
@@ -24,6 +25,11 @@ from dualoptim.tasks.llm.format import Formatter, collate, collate_prompts
 from dualoptim.tasks.llm.losses import sequence_nll
 
 SPLIT_ROLES = ("forget", "retain", "real_authors", "world_facts")
+
+
+def _quiet() -> bool | None:
+    """tqdm's ``disable``: bars on a terminal (None), from the first process only."""
+    return None if is_main() else True
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,7 @@ def mean_nll(
     order = sorted(range(len(pairs)), key=lambda i: len(pairs[i].ids))
     out = np.empty(len(pairs))
     device = next(model.parameters()).device
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=_quiet()):
         rows = order[start : start + batch_size]
         enc = {k: v.to(device) for k, v in collate([pairs[i] for i in rows], formatter.pad).items()}
         logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
@@ -87,7 +93,9 @@ def generate(
     tokens: list[list[int]] = [[] for _ in prompts]
     device = next(model.parameters()).device
     special = set(formatter.tokenizer.all_special_ids)
-    for start in tqdm(range(0, len(order), options.batch_size), desc=desc, leave=False):
+    for start in tqdm(
+        range(0, len(order), options.batch_size), desc=desc, leave=False, disable=_quiet()
+    ):
         rows = order[start : start + options.batch_size]
         enc = {
             k: v.to(device)

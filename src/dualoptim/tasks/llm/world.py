@@ -40,6 +40,7 @@ from dualoptim.tasks.llm.models import (
 )
 from dualoptim.tasks.llm.refusals import REFUSALS, refusal
 from dualoptim.unlearn import EngineConfig, PhaseOptions, RunState, Schedule, unlearn
+from dualoptim.unlearn.sharding import full_state_dict
 
 
 @dataclass
@@ -221,7 +222,7 @@ class World:
             progress=self.progress,
         )
         unlearn(model, FineTune(), None, source, optimizer, cfg)
-        return model.state_dict()
+        return full_state_dict(model)  # whole on every process, also when FSDP2 sharded it
 
     @cached_property
     def target(self) -> tuple[dict[str, Tensor], float]:
