@@ -167,6 +167,11 @@ CASES = {
         ["unlearn", "--config", "tiny.yaml", "--out", "blocked"],
         r"blocked\S*: cannot write",
     ),
+    "--extend on a task without a Gap": (
+        {},
+        ["bench", "--config", "tofu-tiny", "--out", "out", "--extend", "2"],
+        r"--extend moves η_f toward the lowest Gap to a reference; llm tables have no Gap",
+    ),
     "cache_dir where a file is": (
         {"cachefile": b"a file, not a folder\n"},
         ["unlearn", "--config", "tiny.yaml", "--out", "out2", "cache_dir=cachefile"],

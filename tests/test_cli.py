@@ -103,7 +103,8 @@ def test_bench_then_report_from_the_command_line(tmp_path: Path, monkeypatch, ca
     (tmp_path / "tiny.yaml").write_text(TINY)
     assert main(["bench", "--config", "tiny.yaml", "--grid", "1", "3", "--out", "out"]) == 0
     folder = tmp_path / "out" / "tiny"
-    assert len(list((folder / "records").glob("*.json"))) == 2 + 2 * 2  # RT per seed + runs
+    # RT and the untouched original (no unlearning) per seed, and the runs
+    assert len(list((folder / "records").glob("*.json"))) == 2 * 2 + 2 * 2
     printed = capsys.readouterr().out
     assert "rl (dual)" in printed
     assert "η_f ×3" in printed

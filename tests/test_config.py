@@ -16,7 +16,9 @@ from dualoptim.config import (
     from_dict,
     load_config,
     merge,
+    new_option,
     parse_overrides,
+    quiet_repr,
     read_config,
     to_dict,
 )
@@ -309,3 +311,37 @@ def test_a_fixed_length_tuple_reads_from_a_yaml_list_and_refuses_another_length(
         load_config(LLMExperiment, None, runs("[0.9, 0.99, 0.5]"))
     with pytest.raises(ConfigError, match=r"runs\[0\]\.betas\[1\]: expected float, got 'x'"):
         load_config(LLMExperiment, None, runs("[0.9, x]"))
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run spec as it was before ``per_phase`` existed."""
+
+    lr: float = 0.1
+    clip: float | None = None
+
+
+@dataclass(frozen=True)
+class RunLater:
+    """The same spec after ``per_phase`` was added (what record ids hash is its repr)."""
+
+    lr: float = 0.1
+    clip: float | None = None
+    per_phase: bool | None = new_option()
+
+    __repr__ = quiet_repr
+
+
+def test_a_new_option_stays_out_of_reprs_and_records_while_unset() -> None:
+    # unset: the repr and the record of the spec as it was, so record ids do not change
+    assert (
+        repr(RunLater())
+        == repr(Run()).replace("Run(", "RunLater(")
+        == "RunLater(lr=0.1, clip=None)"
+    )
+    assert to_dict(RunLater()) == to_dict(Run()) == {"lr": 0.1, "clip": None}
+    # set (to either value): in both, and read back
+    assert repr(RunLater(per_phase=False)) == "RunLater(lr=0.1, clip=None, per_phase=False)"
+    assert to_dict(RunLater(per_phase=True)) == {"lr": 0.1, "clip": None, "per_phase": True}
+    for run in (RunLater(), RunLater(per_phase=False), RunLater(per_phase=True)):
+        assert from_dict(RunLater, to_dict(run)) == run

@@ -19,6 +19,7 @@ from dualoptim.bench.sweeps import sweep
 from dualoptim.bench.tables import markdown
 from dualoptim.cli import main
 from dualoptim.config import ConfigError, load_config
+from dualoptim.io import record_id
 from dualoptim.tasks.diffusion import methods as registry
 from dualoptim.tasks.diffusion import run as grun
 from dualoptim.tasks.diffusion import task as diffusion_task
@@ -57,6 +58,7 @@ from dualoptim.tasks.images.train import TrainRecipe
 from dualoptim.unlearn import RunState
 from dualoptim.unlearn.engine import Engine
 from dualoptim.unlearn.losses import adaptive_ascent
+from dualoptim.unlearn.task import record_config
 
 CONFIGS = Path(__file__).parents[1] / "src" / "dualoptim" / "configs" / "diffusion"
 TINY = DenoiserSpec(channels=(16, 32), norm_groups=8)
@@ -341,6 +343,41 @@ def test_each_setting_builds_the_optimizer_it_always_built(
                 1e-8,
             )
             assert inner_group["weight_decay"] == 0
+
+
+def test_per_phase_lr_gives_alternate_dos_step_sizes_and_its_own_row() -> None:
+    def step_sizes(spec: GenUnlearnSpec) -> tuple[float, float]:
+        optimizer = make_optimizer(spec, nn.Linear(3, 2))
+        return optimizer.lr_of("forget"), optimizer.lr_of("retain")
+
+    published = GenUnlearnSpec("sfron", forget_lr=1e-4, retain_lr=3e-5)  # Alternate
+    per_phase, one = replace(published, per_phase_lr=True), replace(published, per_phase_lr=False)
+    assert step_sizes(published) == step_sizes(one) == (1e-4, 1e-4)
+    assert step_sizes(per_phase) == step_sizes(replace(published, setting="dual")) == (1e-4, 3e-5)
+    assert [s.label for s in (published, per_phase, one)] == [
+        "SFR-on",
+        "SFR-on (alternate, per-phase η)",
+        "SFR-on (alternate, one η)",
+    ]
+    sa = GenUnlearnSpec("sa", "alternate", per_phase_lr=True)
+    assert sa.label == "SA (alternate, per-phase η)"
+    # unset: the id as before per_phase_lr existed, and records without it
+    assert (
+        record_id("diffusion-run", "key", GenUnlearnSpec("sfron"), 0, 0) == "b90cae30b1c73be9cffc"
+    )
+    ids = {record_id("diffusion-run", "key", s, 0, 0) for s in (published, per_phase, one)}
+    assert len(ids) == 3
+    exp = DiffusionExperiment(runs=(published, per_phase))
+    recorded = [record_config(exp, s, 0)["runs"][0] for s in exp.runs]
+    assert "per_phase_lr" not in recorded[0]
+    assert recorded[1]["per_phase_lr"] is True
+    # SA's published setting is Joint: per_phase_lr needs setting: alternate
+    with pytest.raises(
+        ConfigError,
+        match=r"runs\[0\]: per_phase_lr applies to the 'alternate' setting only, and sa runs "
+        r"under 'joint': remove per_phase_lr, or set setting: alternate",
+    ):
+        load_config(DiffusionExperiment, None, ["runs=[{method: sa, per_phase_lr: true}]"])
 
 
 def test_bad_configs_fail_early_with_the_key_named(tmp_path: Path) -> None:

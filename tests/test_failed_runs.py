@@ -44,8 +44,13 @@ def fake_runs(monkeypatch: pytest.MonkeyPatch, diverge: set[float]) -> list[tupl
     """No training: RT and every run are stand-ins, and a run at an η_f in ``diverge`` fails
     as the engine fails a non-finite loss. Returns the (η_f, seed) of each run made."""
     calls: list[tuple[float, int]] = []
-    rt = SimpleNamespace(rt_metrics=dict.fromkeys(METRICS, 50.0), rt_seconds=10.0)
+    rt = SimpleNamespace(
+        rt_metrics=dict.fromkeys(METRICS, 50.0), rt_seconds=10.0, original=None, data=None,
+        split=None,
+    )  # fmt: skip
     monkeypatch.setattr(sweep_module, "prepare", lambda *_: rt)
+    # the untouched original's row ("no unlearning"), measured without a model
+    monkeypatch.setattr(sweep_module, "evaluate_model", lambda *_: dict.fromkeys(METRICS, 60.0))
 
     def run(spec: UnlearnSpec, _world: Any, seed: int) -> dict[str, Any]:
         calls.append((spec.forget_lr, seed))
@@ -109,8 +114,8 @@ def test_any_other_error_ends_the_sweep_and_keeps_the_records_written(
         sweep(tiny(tmp_path), tmp_path / "out", [1.0])
     kept = list(RecordStore(tmp_path / "out" / "records"))
     assert calls == [(0.03, 0)]
-    assert sorted((r["kind"], r["seed"]) for r in kept) == [
-        ("reference", 0), ("reference", 1), ("run", 0),
+    assert sorted((r["kind"], r["seed"]) for r in kept) == [  # RT and the original per seed
+        ("reference", 0), ("reference", 0), ("reference", 1), ("reference", 1), ("run", 0),
     ]  # fmt: skip
 
 

@@ -20,6 +20,8 @@ from dualoptim.tasks.llm.closer_look import (
     refusal_entailment,
     token_entropy,
 )
+from dualoptim.tasks.llm.data import TofuItem
+from dualoptim.tasks.llm.evaluation import CloserLookModels
 from dualoptim.tasks.llm.metrics import (
     SplitScores,
     forget_quality,
@@ -245,25 +247,89 @@ class PairNLI:
         return np.array([(p, h) in self.pairs for p, h in zip(premises, hypotheses, strict=True)])
 
 
-def test_entailment_directions():
+def test_entailment_directions_and_rouge_gate():
     nli = PairNLI({("gen1", "ans1"), ("ans2", "gen2")})
     assert isinstance(nli, EntailmentModel)
-    gens, answers = ["gen1", "gen2"], ["ans1", "ans2"]
+    gens, answers, passing = ["gen1", "gen2"], ["ans1", "ans2"], [0.5, 0.5]
     # forget: premise = generation, hypothesis = answer
-    np.testing.assert_array_equal(entailment_scores(nli, gens, answers, forget=True), [True, False])
+    got = entailment_scores(nli, gens, answers, forget=True, rouge_recall=passing)
+    np.testing.assert_array_equal(got, [True, False])
     # other splits: premise = answer, hypothesis = generation
-    np.testing.assert_array_equal(
-        entailment_scores(nli, gens, answers, forget=False), [False, True]
-    )
-    # the authors' ROUGE gate: below 0.1 counts as not entailed
-    gated = entailment_scores(nli, gens, answers, forget=True, rouge_recall=[0.05, 0.5])
+    got = entailment_scores(nli, gens, answers, forget=False, rouge_recall=passing)
+    np.testing.assert_array_equal(got, [False, True])
+    # the Closer-Look gate: ROUGE-L recall below 0.1 counts as not entailed, 0.1 itself passes
+    gated = entailment_scores(nli, gens, answers, forget=True, rouge_recall=[0.0999, 0.5])
     np.testing.assert_array_equal(gated, [False, False])
+    kept = entailment_scores(nli, gens, answers, forget=True, rouge_recall=[0.1, 0.0])
+    np.testing.assert_array_equal(kept, [True, False])
+    with pytest.raises(ValueError, match="rouge_recall has shape"):
+        entailment_scores(nli, gens, answers, forget=True, rouge_recall=[0.5])
 
 
-def test_refusal_entailment_any_refusal():
-    nli = PairNLI({("I don't know.", "g1"), ("No idea.", "g3")})
-    got = refusal_entailment(nli, ["g1", "g2", "g3"], ["I don't know.", "No idea."])
-    np.testing.assert_array_equal(got, [True, False, True])
+def test_refusal_entailment_runs_generation_to_its_own_refusal_with_the_gate():
+    """TFE's input as the DualOptim code computes it: premise = the generation, hypothesis =
+    the refusal paired with that question (not every refusal), ROUGE-L recall < 0.1 of the
+    generation against it = not entailed."""
+    refusals = [
+        "I don't know the answer to that.",  # 8 tokens: i don t know the answer to that
+        "one two three four five six seven eight nine ten",
+        "one two three four five six seven eight nine ten eleven",
+        "Sorry, I don't know.",
+    ]
+    gens = [
+        "I don't know the answer.",  # LCS 6 of 8: recall 0.75
+        "one",  # 1 of 10: exactly 0.1, passes the gate
+        "one",  # 1 of 11 < 0.1: not entailed whatever the model says
+        "The capital is Paris.",  # 0: not entailed
+    ]
+    assert rouge_l_recall(gens, refusals) == pytest.approx([0.75, 0.1, 1 / 11, 0.0])
+    nli = PairNLI({(g, r) for g, r in zip(gens, refusals, strict=True)} | {("one", refusals[0])})
+    got = refusal_entailment(nli, gens, refusals)
+    np.testing.assert_array_equal(got, [True, True, False, False])
+    # one NLI call, generation i as premise and refusal i as hypothesis
+    assert nli.calls == [(gens, refusals)]
+    # the model's verdict still counts: a pair it does not entail stays False
+    strict = PairNLI({(gens[0], refusals[0])})
+    np.testing.assert_array_equal(refusal_entailment(strict, gens, refusals), [1, 0, 0, 0])
+    with pytest.raises(ValueError, match="2 generations but 1 answers"):
+        refusal_entailment(nli, gens[:2], refusals[:1])
+
+
+def test_cosine_and_entailment_target_original_answer_on_fact_splits():
+    """Real authors / world facts compare with the full-sentence original_answer, forget and
+    retain with the answer (SPEC §3.3): the same row scores 0.6 or 0 by the target."""
+    row = TofuItem(question="q", answer="b", original_answer="e")
+    gens, rouge = ["a"], np.array([1.0])
+    embedder = TableEmbedder()  # a = (1, 0), b = (0, 1), e = (3, 4)/5
+    nli = PairNLI({("e", "a")})  # target premise on these splits
+    suite = CloserLookModels(embedder, nli, refusals=["b"])
+    for role in ("real_authors", "world_facts"):
+        got = suite.scores(role, [row], gens, rouge)
+        assert got == {"cosine": pytest.approx(0.6), "entailment": 1.0}
+    # on retain the answer b: cosine 0 (orthogonal), (b, a) not entailed
+    assert suite.scores("retain", [row], gens, rouge) == {"cosine": 0.0, "entailment": 0.0}
+    assert nli.calls[-1] == (["b"], ["a"])
+    # the gate applies here too: ROUGE-L recall (against the answer) below 0.1
+    gated = suite.scores("real_authors", [row], gens, np.array([0.05]))
+    assert gated["entailment"] == 0.0
+    assert gated["cosine"] == pytest.approx(0.6)
+    # neither model: nothing computed, original_answer not needed
+    bare = TofuItem(question="q", answer="b")
+    assert CloserLookModels().scores("world_facts", [bare], gens, rouge) == {}
+    with pytest.raises(ValueError, match="world_facts split row 1 has no original_answer"):
+        suite.scores("world_facts", [row, bare], gens * 2, np.ones(2))
+
+
+def test_forget_split_adds_the_refusal_score():
+    rows = [TofuItem(question=f"q{i}", answer=f"answer {i}") for i in range(2)]
+    gens = ["Sorry, I don't know.", "answer 1"]
+    nli = PairNLI({(gens[0], "I don't know."), (gens[1], "answer 1")})
+    suite = CloserLookModels(entailment=nli, refusals=["I don't know.", "No idea."])
+    got = suite.scores("forget", rows, gens, rouge_l_recall(gens, [r.answer for r in rows]))
+    # entailment: only row 1 states its answer; refusal: only row 0 entails its own refusal
+    assert got == {"entailment": 0.5, "refusal": 0.5}
+    with pytest.raises(ValueError, match="1 refusals for 2 forget rows"):
+        CloserLookModels(entailment=nli, refusals=["x"]).scores("forget", rows, gens, np.ones(2))
 
 
 def test_entailment_model_output_is_checked():
@@ -274,7 +340,7 @@ def test_entailment_model_output_is_checked():
             return np.array([0.3 for _ in zip(premises, hypotheses, strict=True)])
 
     with pytest.raises(ValueError, match="booleans"):
-        entailment_scores(Bad(), ["a"], ["b"], forget=True)
+        entailment_scores(Bad(), ["a"], ["b"], forget=True, rouge_recall=[1.0])
 
 
 def _closer_scores(*, cosine: bool = True, entailment: bool = True) -> dict[str, dict[str, float]]:
@@ -439,5 +505,7 @@ def test_hf_entailment_model_reads_the_entailment_label(tmp_path):
         tok.save_pretrained(path)
         nli = models.HFEntailmentModel(path, batch_size=2)
         assert nli.name == f"nli{winner}"
-        got = entailment_scores(nli, ["a b", "b", "a"], ["a", "b a", "b"], forget=False)
+        got = entailment_scores(
+            nli, ["a b", "b", "a"], ["a", "b a", "b"], forget=False, rouge_recall=[1.0] * 3
+        )
         np.testing.assert_array_equal(got, [expected] * 3)

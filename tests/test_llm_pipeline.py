@@ -7,20 +7,23 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from dualoptim.bench.metric_table import metric_csv, metric_rows, metric_table
 from dualoptim.bench.sweeps import sweep
 from dualoptim.cli import _named_config, main
-from dualoptim.config import load_config
+from dualoptim.config import ConfigError, load_config
+from dualoptim.io import record_id
 from dualoptim.tasks.llm.config import LLMExperiment, LLMUnlearnSpec
 from dualoptim.tasks.llm.data import load_split
 from dualoptim.tasks.llm.format import IGNORE, Formatter, PairSource, PromptFormat
 from dualoptim.tasks.llm.methods import LLMMethod
 from dualoptim.tasks.llm.models import TinySpec, tiny_llama, train_tokenizer
 from dualoptim.tasks.llm.run import engine_config, make_optimizer
-from dualoptim.tasks.llm.task import LAYOUT
+from dualoptim.tasks.llm.task import LAYOUT, TASK
 from dualoptim.tasks.llm.world import World
 from dualoptim.unlearn import Schedule, unlearn
 
@@ -247,6 +250,47 @@ def test_joint_baselines_downweight_the_forget_loss() -> None:
         LLMUnlearnSpec("xx+gd", "dual")
 
 
+def test_per_phase_lr_gives_alternate_dos_step_sizes() -> None:
+    """mini-TOFU's confound: Alternate took η_f for its retain steps, DO takes η_r."""
+    model = torch.nn.Linear(3, 2)  # two AdamW groups: the weight (decayed) and the bias
+
+    def step_sizes(setting: str, **kwargs) -> set[tuple[str, float]]:
+        spec = LLMUnlearnSpec("me+gd", setting, forget_lr=1e-4, retain_lr=1e-5, **kwargs)
+        optimizer = make_optimizer(spec, model)
+        assert len(optimizer.param_groups) == 2
+        return {(o, optimizer.lr_of(o, g)) for o in ("forget", "retain") for g in range(2)}
+
+    one = {("forget", 1e-4), ("retain", 1e-4)}
+    assert step_sizes("alternate") == step_sizes("alternate", per_phase_lr=False) == one
+    per_phase = step_sizes("alternate", per_phase_lr=True)
+    assert per_phase == step_sizes("dual") == {("forget", 1e-4), ("retain", 1e-5)}
+    unset = LLMUnlearnSpec("me+gd", "alternate")  # its id before per_phase_lr existed
+    assert record_id("llm-run", "key", unset, 0) == "6ad7ee0dd9059e89b047"
+
+
+def test_alternate_with_and_without_per_phase_lr_are_two_rows_of_one_table(tmp_path) -> None:
+    runs = (
+        "runs=[{method: me+gd, setting: alternate}, "
+        "{method: me+gd, setting: alternate, per_phase_lr: true}]"
+    )
+    exp = load_config(LLMExperiment, _named_config("tofu-tiny"), [f"cache_dir={tmp_path}", runs])
+    plan = TASK.plan(exp, None, progress=False)
+    jobs = [job for spec in exp.runs for job in plan.jobs(spec, 1.0)]
+    assert [job.group for job in jobs] == ["ME+GD (alternate)", "ME+GD (alternate, per-phase η)"]
+    assert jobs[0].id != jobs[1].id
+    recorded = [job.config["runs"][0] for job in jobs]
+    assert "per_phase_lr" not in recorded[0]  # as records made before the option
+    assert recorded[1]["per_phase_lr"] is True
+    assert "per_phase_lr" not in plan.store_config()["runs"][0]
+    refused = "runs=[{method: me+gd, setting: joint, per_phase_lr: true}]"
+    with pytest.raises(
+        ConfigError,
+        match=r"runs\[0\]: per_phase_lr applies to the 'alternate' setting only, and me\+gd "
+        r"runs under 'joint': remove per_phase_lr, or set setting: alternate",
+    ):
+        load_config(LLMExperiment, _named_config("tofu-tiny"), [refused])
+
+
 def test_a_bad_llm_config_fails_before_anything_runs(capsys) -> None:
     with pytest.raises(SystemExit) as err:
         main(["unlearn", "--config", "tofu-tiny", "data.forget_split=forget02"])
@@ -266,3 +310,175 @@ def test_world_refuses_retain_rows_that_break_tofus_layout(tmp_path) -> None:
     )
     with pytest.raises(ValueError, match="retain_rows needs TOFU's layout"):
         World(exp, progress=False)
+
+
+# ----------------------------------------------------------------------------- Closer-Look models
+#: An IDK run on a barely fine-tuned tiny model: enough to carry the Closer-Look suite's
+#: numbers through fine-tuning, unlearning, evaluation and the records, in seconds.
+NLI_EXPERIMENT = {
+    "data": {"forget_split": "forget01", "retain_rows": 10},
+    "model": {
+        "prompt": {"template": "plain", "max_length": 64},
+        "tiny": {"vocab_size": 300, "hidden_size": 32, "intermediate_size": 64},
+    },
+    "finetune": {"epochs": 2, "lr": 3e-3, "batch_size": 16},
+    "eval": {"limit": 6, "max_new_tokens": 8, "batch_size": 24},
+    "runs": [{"method": "idk+gd", "setting": "dual", "forget_lr": 1e-3, "epochs": 1}],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_nli(tmp_path_factory) -> Path:
+    """A random-weight BERT NLI classifier saved like a Hub model, labels in the paper
+    model's order. Its classifier is zeroed with the bias on "entailment", so it labels every
+    pair "entailment": what is left of entailment is the ROUGE-L gate, computable by hand."""
+    transformers = pytest.importorskip("transformers")
+    path = tmp_path_factory.mktemp("models") / "nli"
+    vocab = path.parent / "vocab.txt"
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "i", "don", "'", "t", "know", "the"]
+    vocab.write_text("\n".join(words))
+    labels = {0: "entailment", 1: "neutral", 2: "contradiction"}
+    config = transformers.BertConfig(
+        vocab_size=len(words),
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=8,
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+    )
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(config)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([5.0, 0.0, 0.0]))
+    model.save_pretrained(path)
+    transformers.BertTokenizer(str(vocab)).save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls: on a shared 2-core machine intra-op threads only spin (5x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def nli_experiment(cache: Path, **extra) -> LLMExperiment:
+    from dualoptim.config import from_dict
+
+    return from_dict(LLMExperiment, {**NLI_EXPERIMENT, "cache_dir": str(cache), **extra})
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_entailment_through_the_pipeline_into_mu_ufe_and_tfe(tmp_path, tiny_nli) -> None:
+    """`entailment: <folder>` loads the NLI model; every split's entailment is the gated
+    verdict against the right target, the IDK run's TFE takes the forget generations'
+    entailment of their own refusal, and MU/UFE/TFE/OVR and the variant say so; without the
+    key, the records say entailment is absent."""
+    from dualoptim.tasks.llm import metrics as tofu
+    from dualoptim.tasks.llm.closer_look import MIN_ROUGE
+    from dualoptim.tasks.llm.refusals import refusal
+
+    exp = nli_experiment(tmp_path / "cache", entailment=str(tiny_nli))
+    records = sweep(exp, tmp_path / "bench")
+    target, _, run = records
+    assert [r["group"] for r in records] == ["target", "retain model", "IDK+GD (dual)"]
+    assert all(r["config"]["entailment"] == str(tiny_nli) for r in records)
+    assert target["extra"]["metric_variant"] == "closer-look[no-cosine; entailment=nli]"
+    assert run["extra"]["metric_variant"] == (
+        "closer-look[no-cosine; entailment=nli; idk: OVR=((UFE+TFE)/2+MU)/2]"
+    )
+
+    # the target's numbers by hand from its cached generations: the model entails every
+    # pair, so a split's entailment is its share of generations with ROUGE-L >= 0.1 against
+    # the answer, and the forget refusal score the share against the row's own refusal
+    world = World(exp, progress=False)
+    generations = world.target_evaluation["generations"]
+    m = target["metrics"]
+    for role, rows in world.splits.evaluation.items():
+        answers = [r.answer for r in rows[: exp.eval.limit]]
+        rouge = tofu.rouge_l_recall(generations[role], answers)
+        assert m[f"{role}/entailment"] == pytest.approx(np.mean(rouge >= MIN_ROUGE)), role
+    refusals = [refusal(i, exp.data.refusal_seed) for i in range(exp.eval.limit)]
+    assert world.forget_refusals == refusals
+    # each is what IDK unlearning trains on for that very question
+    trained = world.refusal_pairs(world.splits.forget, 0)
+    questions = [r.question for r in world.splits.evaluation["forget"]]
+    assert world.formatter.pairs(questions[: len(refusals)], refusals) == trained[: len(refusals)]
+    gate = tofu.rouge_l_recall(generations["forget"], refusals) >= MIN_ROUGE
+    assert m["forget/refusal"] == pytest.approx(np.mean(gate))
+    assert "TFE" not in m  # a reference is no IDK method
+
+    # the IDK run's aggregates from its recorded per-split numbers (SPEC §3.3)
+    m = run["metrics"]
+    utility = ("prob", "rouge", "truth_ratio", "token_entropy", "entailment")
+    values = [m[f"{s}/{k}"] for s in ("retain", "real_authors", "world_facts") for k in utility]
+    assert m["MU"] == pytest.approx(stats.hmean(values))
+    knowledge = [m["forget/prob"], m["forget/rouge"], 1 - m["forget/truth_ratio"]]
+    assert m["UFE"] == pytest.approx(1 - np.mean([*knowledge, m["forget/entailment"]]))
+    assert m["TFE"] == pytest.approx(stats.hmean([m["forget/token_entropy"], m["forget/refusal"]]))
+    assert m["OVR"] == pytest.approx(((m["UFE"] + m["TFE"]) / 2 + m["MU"]) / 2)
+
+    # without the key (as offline, where no NLI model ships) the records say it is absent
+    plain = sweep(nli_experiment(tmp_path / "cache"), tmp_path / "plain")
+    assert {r["id"] for r in plain}.isdisjoint(r["id"] for r in records)
+    assert plain[0]["extra"]["metric_variant"] == "closer-look[no-cosine; no-entailment]"
+    assert plain[2]["extra"]["metric_variant"] == (
+        "closer-look[no-cosine; no-entailment; idk: no TFE (needs entailment), OVR=(UFE+MU)/2]"
+    )
+    assert not [k for r in plain for k in r["metrics"] if "entailment" in k or "refusal" in k]
+    assert "TFE" not in plain[2]["metrics"]
+    assert "entailment" not in plain[0]["config"]
+
+
+def test_closer_look_models_change_the_keys_only_where_they_apply(tmp_path, tiny_nli) -> None:
+    """A config with a Closer-Look model gets new cache keys and record ids (its numbers
+    follow the fixed definitions) and shares the fine-tuned models; one without keeps its
+    keys (tests/test_llm_lora.py pins them) and has no `entailment` in its records."""
+    from dualoptim.tasks.llm.evaluation import EVAL_DEFINITIONS
+    from dualoptim.tasks.llm.task import TASK
+
+    plain = TASK.plan(nli_experiment(tmp_path), None, progress=False)
+    nli = TASK.plan(nli_experiment(tmp_path, entailment=str(tiny_nli)), None, progress=False)
+    assert plain.world.definitions == ()
+    assert nli.world.definitions == (EVAL_DEFINITIONS, str(tiny_nli))
+    assert nli.world._model_keys == plain.world._model_keys
+    assert nli.world.key != plain.world.key
+    ids = {r.id for p in (plain, nli) for r in p.references()}
+    assert len(ids) == 4
+    assert "entailment" not in plain.store_config()
+    assert nli.store_config()["entailment"] == str(tiny_nli)
+
+
+def test_an_unloadable_entailment_model_stops_the_run_naming_the_key(tmp_path, monkeypatch):
+    """Offline, a Hub id cannot load: refused before anything is trained (without the key,
+    the variant says `no-entailment`: see test_rerun_reads_records_back_and_report_has_table_3)."""
+    import huggingface_hub.constants
+
+    from dualoptim.config import ConfigError
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    exp = nli_experiment(tmp_path, entailment="sileod/deberta-v3-base-tasksource-nli")
+    with pytest.raises(ConfigError, match=r"^entailment: cannot load 'sileod/deberta-v3-base"):
+        World(exp, progress=False)
+    assert not list(tmp_path.glob("*.safetensors"))
+    (tmp_path / "no-model").mkdir()
+    with pytest.raises(ConfigError, match=r"entailment: cannot load .*set entailment: null"):
+        World(nli_experiment(tmp_path, entailment=str(tmp_path / "no-model")), progress=False)
+
+
+def test_tfe_refuses_forget_rows_out_of_tofus_order(tmp_path, tiny_nli) -> None:
+    """TFE pairs forget row i with the refusal IDK trains on for question i: a forget
+    evaluation file in another order is refused when the World is made, not after training."""
+    from dualoptim.tasks.llm.generator import write_tofu
+
+    write_tofu(tmp_path)
+    lines = (tmp_path / "forget01_perturbed.json").read_text().splitlines()
+    (tmp_path / "forget01_perturbed.json").write_text("\n".join(lines[::-1]) + "\n")
+    data = {**NLI_EXPERIMENT["data"], "source": str(tmp_path)}
+    World(nli_experiment(tmp_path, data=data), progress=False)  # no entailment: no pairing
+    with pytest.raises(ValueError, match="row 0 of forget01_perturbed is not row 0 of forget01"):
+        World(nli_experiment(tmp_path, data=data, entailment=str(tiny_nli)), progress=False)

@@ -280,3 +280,38 @@ def test_task_names_are_checked() -> None:
 def replace_name(task: ToyTask, name: str) -> ToyTask:
     task.name = name
     return task
+
+
+def test_the_grid_extends_by_x3_steps_until_the_best_eta_has_neighbours_or_the_cap(
+    toy: ToyTask, tmp_path: Path
+) -> None:
+    """From ×1 alone, each round adds one ×3 step past every best η_f at its grid's edge (both
+    ways when one η_f was tried). The toy's Alternate finds its best at ×1/27, between ×1/81
+    and ×1/9; DO's Gap keeps falling with η_f, so 4 rounds leave it at the edge, flagged."""
+    from dualoptim.bench.tables import summarize
+
+    out = tmp_path / "out"
+    records = sweep(ToyConfig(), out, [1.0], extend=4)
+    summary = summarize(records, ToyTask.layout.metrics)
+    scales = {g: sorted(r.lr_scale for r in summary.complete() if r.group == g) for g in
+              ("ga+gd (alternate)", "ga+gd (dual)")}  # fmt: skip
+    assert scales["ga+gd (alternate)"] == pytest.approx([3.0**-k for k in (4, 3, 2, 1, 0, -1)])
+    assert scales["ga+gd (dual)"] == scales["ga+gd (alternate)"]
+    tuned = {row.group: row for row in summary.tuned()}
+    alternate, dual = tuned["ga+gd (alternate)"], tuned["ga+gd (dual)"]
+    assert alternate.lr_scale == pytest.approx(1 / 27)
+    assert summary.edges(alternate) == ()
+    assert dual.lr_scale == pytest.approx(1 / 81)
+    assert summary.edges(dual) == ("lowest",)
+    task_report.rebuild(out)
+    report = (out / "report.md").read_text()
+    assert "0.000247 (lowest tried)" in report  # DO's η_f: 0.02 / 81
+    assert "sits at the edge of the η_f this sweep ran" in report
+    toy.made.clear()
+    sweep(ToyConfig(), out, [1.0], extend=4)
+    assert toy.made == []  # the extension is read back like any run
+
+    single = sweep(ToyConfig(), tmp_path / "single", [1.0])
+    assert {r["lr_scale"] for r in single if r["kind"] == "run"} == {1.0}  # extend=0: the grid
+    task_report.rebuild(tmp_path / "single")
+    assert "(only one tried)" in (tmp_path / "single" / "report.md").read_text()

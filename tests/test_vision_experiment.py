@@ -1,15 +1,34 @@
-"""Classification runs: tuned η_f defaults, metric curves, and the joint setting."""
+"""Classification runs: tuned η_f defaults, Alternate's per-phase step sizes, metric curves,
+and the joint setting."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
+from dualoptim.config import ConfigError, load_config
+from dualoptim.io import record_id
+from dualoptim.optim.dual import SharedOptimizer
 from dualoptim.tasks.images.train import TrainRecipe
 from dualoptim.tasks.vision import methods
 from dualoptim.tasks.vision.config import DataSpec, UnlearnSpec, VisionExperiment
-from dualoptim.tasks.vision.experiment import evaluate_model, prepare, run_unlearning
+from dualoptim.tasks.vision.experiment import (
+    evaluate_model,
+    make_optimizer,
+    prepare,
+    run_unlearning,
+)
+from dualoptim.tasks.vision.task import TASK
+
+#: record_id("run", "key", 0, spec, 0) of two Alternate specs, computed before per_phase_lr
+#: existed: an unset per_phase_lr must leave every record id as it was.
+BEFORE_PER_PHASE_LR = {
+    UnlearnSpec("rl", "alternate"): "4ad210c9ecf9039b4831",
+    UnlearnSpec("sfron", "alternate", forget_lr=0.01): "74f1cbd4d560ea0ff1be",
+}
 
 
 def tiny(cache: Path) -> VisionExperiment:
@@ -48,6 +67,66 @@ def test_unset_forget_lr_takes_the_tuned_default_of_the_method_and_setting() -> 
     assert UnlearnSpec("ga", "dual", forget_lr=1e-4).effective_forget_lr == 1e-4
     with pytest.raises(ValueError, match="eval_every must be >= 0"):
         UnlearnSpec("rl", "dual", eval_every=-1)
+    with pytest.raises(ValueError, match="ga never takes a retain step, so it has no Joint form"):
+        UnlearnSpec("ga", "joint", forget_lr=0.01)
+
+
+def step_sizes(spec: UnlearnSpec) -> tuple[float, float]:
+    """(forget, retain) step sizes of the optimizer built for ``spec``: one shared SGD state."""
+    optimizer = make_optimizer(spec, torch.nn.Linear(3, 2).parameters())
+    assert isinstance(optimizer, SharedOptimizer)
+    assert optimizer.inner["forget"] is optimizer.inner["retain"]
+    return optimizer.lr_of("forget"), optimizer.lr_of("retain")
+
+
+def test_per_phase_lr_gives_alternate_dos_step_sizes_and_unset_keeps_the_methods() -> None:
+    # unset: the method decides (SFR-on's official Alternate one step size, RL's η_r for
+    # retain phases); set, for any method: true η_f / η_r, false η_f for both
+    sfron = UnlearnSpec("sfron", "alternate", forget_lr=0.05)
+    rl = UnlearnSpec("rl", "alternate", forget_lr=0.05)
+    assert step_sizes(sfron) == step_sizes(replace(sfron, per_phase_lr=False)) == (0.05, 0.05)
+    assert step_sizes(replace(sfron, per_phase_lr=True)) == (0.05, 0.01)  # η_r: retain_lr
+    assert step_sizes(replace(sfron, per_phase_lr=True, retain_lr=0.02)) == (0.05, 0.02)
+    assert step_sizes(rl) == step_sizes(replace(rl, per_phase_lr=True)) == (0.05, 0.01)
+    assert step_sizes(replace(rl, per_phase_lr=False)) == (0.05, 0.05)
+    for spec, before in BEFORE_PER_PHASE_LR.items():
+        assert record_id("run", "key", 0, spec, 0) == before
+
+
+@pytest.mark.parametrize("setting", ["joint", "dual", "dual_plus"])
+def test_per_phase_lr_outside_alternate_is_refused_naming_the_run(setting: str) -> None:
+    refused = f"{{method: rl, setting: {setting}, per_phase_lr: false}}"
+    run = f"runs=[{{method: sfron, setting: alternate}}, {refused}]"
+    with pytest.raises(
+        ConfigError,
+        match=rf"runs\[1\]: per_phase_lr applies to the 'alternate' setting only, and rl runs "
+        rf"under '{setting}': remove per_phase_lr, or set setting: alternate",
+    ):
+        load_config(VisionExperiment, None, [run])
+
+
+def test_alternate_with_and_without_per_phase_lr_are_two_rows_of_one_table() -> None:
+    one = UnlearnSpec("sfron", "alternate", forget_lr=0.01, iterations=20)
+    runs = (one, replace(one, per_phase_lr=True), replace(one, per_phase_lr=False))
+    exp = replace(tiny(Path("unused")), runs=runs, seeds=(0,))
+    plan = TASK.plan(exp, None, progress=False)
+    jobs = [job for spec in runs for job in plan.jobs(spec, 1.0)]
+    assert [job.group for job in jobs] == [
+        "sfron (alternate)",
+        "sfron (alternate, per-phase η)",
+        "sfron (alternate, one η)",
+    ]
+    assert len({job.id for job in jobs}) == 3
+    recorded = [job.config["runs"][0] for job in jobs]
+    assert "per_phase_lr" not in recorded[0]  # as records made before the option
+    assert [r.get("per_phase_lr") for r in recorded] == [None, True, False]
+    # the report's recipe: the option when set, and η_r once retain steps take it
+    options = [TASK.run_options(r) for r in recorded]
+    assert [("per_phase_lr" in o, "retain_lr" in o) for o in options] == [
+        (False, False),
+        (True, True),
+        (True, False),
+    ]
 
 
 def test_joint_run_records_metric_curves_that_end_at_the_final_metrics(tmp_path: Path) -> None:

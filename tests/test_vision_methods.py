@@ -232,10 +232,12 @@ def test_l1sparse_runs_through_the_cli_with_its_default_step_size(tmp_path, caps
         "data.per_class_test=10",
     ]
     assert main(args) == 0
-    assert "l1sparse (alternate)" in capsys.readouterr().out
+    printed = " ".join(capsys.readouterr().out.split())  # the table may wrap the label
+    assert "l1sparse" in printed
+    assert "| l1sparse (alternate) |" in (tmp_path / "out" / "digits" / "report.md").read_text()
     spec = UnlearnSpec("l1sparse", "alternate")
     assert spec.effective_forget_lr == 0.01
-    assert not spec.per_phase_lr
+    assert not spec.effective_per_phase_lr
     # every step is a retain step, taken at the shared SGD's one step size η_f = 0.01
     assert {"forget_lr", "epochs"} <= spec.used_options()
     assert "retain_lr" not in spec.used_options()

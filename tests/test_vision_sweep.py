@@ -80,14 +80,15 @@ def test_sweep_resumes_after_a_kill_and_its_report_rebuilds_from_records(
         sweep(exp, out, [1.0, 3.0])
     assert len(calls) == 3
     store = RecordStore(out / "records")
-    assert len(store) == 3 + 2  # three runs and the RT record of each seed seen so far
+    # three runs, and the RT and original (no unlearning) records of each seed seen so far
+    assert len(store) == 3 + 2 * 2
 
     monkeypatch.setattr(sweep_module, "run_unlearning", counted)
     records = sweep(exp, out, [1.0, 3.0])
     assert len(calls) == 8  # the five unfinished runs only
     assert len(set(calls)) == 8
-    assert len(records) == 8 + 2
-    assert len(store) == 10
+    assert len(records) == 8 + 2 * 2
+    assert len(store) == 12
     cached = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").glob("*.safetensors"))
     assert cached == ["mask", "mask", "original", "rt", "rt"]  # shared by all runs of a seed
 
@@ -112,6 +113,10 @@ def test_sweep_resumes_after_a_kill_and_its_report_rebuilds_from_records(
     assert set(summary.sensitivity()["sfron (dual)"]) == {1.0, 3.0}
     table = json.loads((out / "summary.json").read_text())
     assert table["rt"]["gap"] == 0.0
+    (original,) = table["baselines"]  # the untouched original, its Gap to RT per seed too
+    assert original["group"] == "no unlearning"
+    assert len(original["seed_gaps"]) == 2
+    assert original["gap"] > 0
     assert "η_f ×3" in (out / "report.md").read_text()
 
     calls.clear()

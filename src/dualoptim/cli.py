@@ -153,8 +153,16 @@ def _sweep(args: argparse.Namespace) -> int:
             f"tune picks the η_f of the lowest Gap to a reference; {task.name} tables have no "
             "Gap: use bench --grid"
         )
-    grid = getattr(args, "grid", [1.0])
-    sweep(config, out, grid, absolute=tune, progress=True, retry_failed=args.retry_failed)
+    grid, extend = getattr(args, "grid", [1.0]), getattr(args, "extend", 0)
+    if extend and task.layout.gap_to is None:
+        raise ValueError(
+            f"--extend moves η_f toward the lowest Gap to a reference; {task.name} tables have "
+            "no Gap: give the grid you want with --grid"
+        )
+    sweep(
+        config, out, grid, absolute=tune, progress=True, retry_failed=args.retry_failed,
+        extend=extend,
+    )  # fmt: skip
     if not is_main():  # in a multi-process run the first process reports
         return 0
     shown = _show(out)
@@ -236,6 +244,15 @@ def _add_vision(subparsers: argparse._SubParsersAction) -> None:
                 nargs="+",
                 default=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3],
                 help="the η_f values to try",
+            )
+        if command in ("bench", "tune"):
+            parser.add_argument(
+                "--extend",
+                type=_at_least(0),
+                default=0,
+                metavar="N",
+                help="up to N rounds of one more ×3 η_f step past each best η_f at the grid's "
+                "edge, so that the tuned η_f has run neighbours (SPEC §3.4; default 0)",
             )
         handler = _sweep if command in ("unlearn", "bench", "tune") else _models
         parser.set_defaults(handler=handler, command=command)

@@ -24,7 +24,9 @@ __all__ = [
     "from_dict",
     "load_config",
     "merge",
+    "new_option",
     "parse_overrides",
+    "quiet_repr",
     "read_config",
     "require_runs_and_seeds",
     "to_dict",
@@ -237,6 +239,29 @@ def require_runs_and_seeds(runs: Sequence[Any], seeds: Sequence[int]) -> None:
         raise ConfigError("seeds is empty")
 
 
+#: The field metadata key of :func:`new_option`.
+_NEW_OPTION = "dualoptim.new_option"
+
+
+def new_option() -> Any:
+    """A dataclass field for an option added after records existed, None by default. While
+    it is None it stays out of ``to_dict`` (records) and, with ``__repr__ = quiet_repr`` in
+    the class body, out of the repr that record ids hash: configs that leave it unset keep
+    their record ids and read as one experiment with the records made before it."""
+    return dataclasses.field(default=None, metadata={_NEW_OPTION: True})
+
+
+def _shown(config: Any, field: dataclasses.Field) -> bool:
+    return not (field.metadata.get(_NEW_OPTION) and getattr(config, field.name) is None)
+
+
+def quiet_repr(self: Any) -> str:
+    """The dataclass's own repr without its unset :func:`new_option` fields."""
+    shown = [f for f in dataclasses.fields(self) if f.repr and _shown(self, f)]
+    items = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in shown)
+    return f"{type(self).__qualname__}({items})"
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """``config`` as plain JSON/YAML-able data for records; from_dict reads it back."""
     if not dataclasses.is_dataclass(config) or isinstance(config, type):
@@ -245,9 +270,14 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
-    """Paths become str and tuples lists: JSON and safe YAML have neither."""
+    """Paths become str and tuples lists: JSON and safe YAML have neither; an unset
+    :func:`new_option` is left out."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
+        return {
+            f.name: _plain(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if f.init and _shown(value, f)
+        }
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, list | tuple):

@@ -36,9 +36,19 @@ OUT_OF_MEMORY = ("MemoryError", "OutOfMemoryError")
 PACKAGES = ("dualoptim", "torch", "numpy", "accelerate", "scikit-learn", "safetensors")
 
 
-@cache
 def environment() -> dict[str, Any]:
-    """Package versions, the git commit and the machine, so a number can be traced."""
+    """Package versions, the git commit and the machine, so a number can be traced; the
+    thread count and the launch as they are now (a process may change them between runs)."""
+    import torch
+
+    static = _static_environment()
+    machine = {**static["machine"], "torch_threads": torch.get_num_threads()}
+    return {**static, "machine": machine, "launch": launch()}
+
+
+@cache
+def _static_environment() -> dict[str, Any]:
+    """What cannot change while the process runs (looked up once: git takes a subprocess)."""
     import torch
 
     packages = {}
@@ -55,10 +65,8 @@ def environment() -> dict[str, Any]:
             "platform": platform.platform(),
             "processor": platform.machine(),
             "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         },
-        "launch": launch(),
     }
 
 

@@ -13,7 +13,9 @@ from typing import Any
 
 import yaml
 
+from dualoptim.bench.claims import Claim, claims, claims_csv, claims_table
 from dualoptim.bench.plots import plot_curves, plot_grad_norms, plot_sensitivity
+from dualoptim.bench.stats import RESAMPLES
 from dualoptim.bench.tables import (
     Summary,
     main_table,
@@ -23,7 +25,7 @@ from dualoptim.bench.tables import (
     summarize,
 )
 from dualoptim.io import atomic_write, write_json
-from dualoptim.unlearn.task import is_failed
+from dualoptim.unlearn.task import NO_UNLEARNING, is_failed
 
 #: RT's training times across seeds (max / min) above which timings are called noisy.
 NOISY_TIMING = 1.5
@@ -93,7 +95,11 @@ def _launched(env: Mapping[str, Any]) -> str:
 def timing_note(records: Iterable[Mapping[str, Any]]) -> str | None:
     """A warning when RT's training times across seeds differ by more than NOISY_TIMING×:
     the machine was loaded while timing, so time / RT compares load, not methods."""
-    rt = [r["seconds"] for r in records if r["kind"] == "reference" and not is_failed(r)]
+    rt = [  # trained references (the untouched original took no time)
+        r["seconds"]
+        for r in records
+        if r["kind"] == "reference" and not is_failed(r) and r["seconds"] > 0
+    ]
     if len(rt) < 2 or max(rt) <= NOISY_TIMING * min(rt):
         return None
     return (
@@ -115,7 +121,7 @@ def write_report(
     the title and its ``appendix`` before the recipe; returns the summary."""
     summary = summarize(records, metrics)
     tuned = summary.tuned()
-    header, cells = main_table([summary.rt, *summary.main_rows()], metrics)
+    header, cells = main_table(summary.table_rows(), metrics, summary.edges)
     parts = [
         f"# {title}\n\n",
         intro,
@@ -124,6 +130,18 @@ def write_report(
         "`time / RT`: unlearning wall time over RT's training time.\n\n",
         markdown(header, cells),
     ]
+    if any(summary.edges(row) for row in tuned):
+        parts.append(
+            "\nAn η_f marked *lowest tried*, *highest tried* or *only one tried* sits at the "
+            "edge of the η_f this sweep ran, so its records do not show it is the best: a tuned "
+            "η_f needs run neighbours on both sides (SPEC §3.4). `bench --extend N` adds ×3 "
+            "steps past such an edge until the best η_f has them.\n"
+        )
+    if summary.baselines:
+        parts.append(
+            f"\n`{NO_UNLEARNING}`: the original model, untouched, compared with RT as the runs "
+            "are. A run whose Gap is not below it has not unlearned anything worth its cost.\n"
+        )
     note = timing_note(records)
     if note:
         parts.append(f"\n**{note}.**\n")
@@ -149,6 +167,7 @@ def write_report(
             for g, by in sensitivity.items()
         }
         plot_sensitivity(numbers, out_dir / "sensitivity.png")
+    parts.append(claims_section(claims(summary, metrics), out_dir))
     chosen = {(row.group, row.lr_scale) for row in tuned}
     shown = [
         r for r in records if r["kind"] == "reference" or (r["group"], r["lr_scale"]) in chosen
@@ -165,18 +184,45 @@ def write_report(
         "\n" + _provenance(records),
     ]
     _write_text(out_dir / "report.md", "".join(parts))
-    _write_text(out_dir / "table.csv", rows_csv([summary.rt, *summary.main_rows()], metrics))
+    _write_text(out_dir / "table.csv", rows_csv(summary.table_rows(), metrics))
     write_json(
         out_dir / "summary.json",
         {
             "title": title,
             "rt": asdict(summary.rt),
+            "baselines": [asdict(row) for row in summary.baselines],
             "rows": [asdict(row) for row in summary.rows],
             "tuned": [row.group for row in tuned],
             "sensitivity": {g: {str(k): v for k, v in by.items()} for g, by in sensitivity.items()},
         },
     )
     return summary
+
+
+def claims_section(found: Sequence[Claim], out_dir: Path) -> str:
+    """The claims table (DO, DO+ against Alternate, SPEC §3.4) for report.md, and
+    claims.csv; nothing when the records hold no comparison."""
+    if not found:
+        return ""
+    _write_text(out_dir / "claims.csv", claims_csv(found))
+    header, cells = claims_table(found)
+    gap = "Gap" in found[0].intervals
+    what = (
+        "paired by seed (same forget set and RT). ΔGap is the mean difference of per-seed "
+        "gaps at each one's tuned η_f, ΔStd the difference of Std there, Δη_f the difference "
+        "of Gap spreads over the η_f multiples both ran"
+        if gap
+        else "at each η_f multiple both ran, paired by seed (and forgotten class): the mean "
+        "of the paired differences of each metric"
+    )
+    return (
+        "\n## Claims (SPEC §3.4)\n\n"
+        "Each decoupled setting against the same method under Alternate, "
+        f"{what}. Δ = setting − Alternate, with its 95% percentile-bootstrap interval over "
+        f"seeds ({RESAMPLES:,} resamples). A claim is reproduced when its interval lies on "
+        "the better side of 0, contradicted when on the other, and otherwise not resolved, "
+        "whatever the point estimate.\n\n" + markdown(header, cells)
+    )
 
 
 def write_text_report(

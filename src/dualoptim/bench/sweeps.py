@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from dualoptim.bench.records import make_record
 from dualoptim.bench.store import match_grid, open_store, stored_or_made
+from dualoptim.bench.tables import summarize
 from dualoptim.tasks import registry
 from dualoptim.unlearn.errors import RunDivergedError
 from dualoptim.unlearn.task import Job, Outcome, Plan, Reference, RunSpec, Task, is_failed
@@ -139,13 +140,15 @@ def sweep(
     absolute: bool = False,
     progress: bool = False,
     retry_failed: bool = False,
+    extend: int = 0,
 ) -> list[dict[str, Any]]:
     """Run (or read back) every run of ``config`` (of the task its ``task`` names) at each
     grid point; returns the reference records, then the run records.
 
     With ``out_dir``, records go to ``out_dir/records`` (and the store under the config's
     ``cache_dir``): recorded runs are not redone, failed ones (diverged, out of memory) only
-    with ``retry_failed``."""
+    with ``retry_failed``. ``extend`` (tasks with a Gap, SPEC §3.4): up to that many rounds
+    of one more ×3 step past each best η_f that sits at its grid's edge."""
     lr_grid(grid)  # the grid is checked before anything is read or trained
     task = registry.get(config.task)
     plan = task.plan(config, out_dir, progress)
@@ -159,19 +162,46 @@ def sweep(
         if id not in made:
             made[id] = stored_or_made(store, id, partial(_reference, task, references[id], plan))
 
-    runs = []
-    # progress on a terminal only: a log or a pipe gets the records' outcome, not bar frames
-    with tqdm(total=len(todo), desc="sweep", disable=None if progress else True) as bar:
-        for job in todo:
-            for id in job.references:
-                reference(id)
-            bar.set_description(job.description)
-            runs.append(stored_or_made(store, job.id, partial(_run, task, job, plan), retry_failed))
-            bar.update()
+    def run_all(jobs: list[Job]) -> list[dict[str, Any]]:
+        out = []
+        # progress on a terminal only: a log or a pipe gets the records, not bar frames
+        with tqdm(total=len(jobs), desc="sweep", disable=None if progress else True) as bar:
+            for job in jobs:
+                for id in job.references:
+                    reference(id)
+                bar.set_description(job.description)
+                run = partial(_run, task, job, plan)
+                out.append(stored_or_made(store, job.id, run, retry_failed))
+                bar.update()
+        return out
+
+    runs = run_all(todo)
     for id in references:  # references no run is compared with are recorded too
         reference(id)
+    for _ in range(extend if task.layout.gap_to is not None else 0):
+        beyond = past_edges(task, plan, config.runs, [*made.values(), *runs])
+        if not beyond:
+            break
+        runs += run_all(beyond)
     note_failures(runs)
     return [*(made[id] for id in references), *runs]
+
+
+def past_edges(
+    task: Task, plan: Plan, specs: Sequence[RunSpec], records: Sequence[Mapping[str, Any]]
+) -> list[Job]:
+    """The jobs of one more ×3 step past each best η_f at the edge of its grid (both ways for
+    a run tried at one η_f only), seed by seed."""
+    summary = summarize(records, task.layout.metrics, task.layout.gap_to)
+    by_label = {spec.label: spec for spec in specs}
+    jobs = []
+    for row in summary.tuned():
+        spec = by_label.get(row.group)
+        for side in summary.edges(row) if spec is not None else ():
+            scale = scaled(row.lr_scale, 1 / 3 if side == "lowest" else 3)
+            at = replace(spec, forget_lr=scaled(spec.effective_forget_lr, scale))
+            jobs += plan.jobs(at, scale)
+    return sorted(jobs, key=lambda j: (j.lr_scale, j.seed))
 
 
 def _reference(task: Task, ref: Reference, plan: Plan) -> dict[str, Any]:

@@ -15,15 +15,15 @@ import csv
 import io
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dualoptim.bench.records import failure_text
-from dualoptim.bench.stats import gap_and_std
+from dualoptim.bench.stats import gap_and_std, seed_gaps
 from dualoptim.optim.settings import SETTINGS
 from dualoptim.unlearn.task import is_failed
 
@@ -44,12 +44,19 @@ class Row:
     seconds: float
     time_vs_rt: float
     failure: str | None = None  # what stopped its failed seeds, None when all finished
+    seed_gaps: tuple[float, ...] = ()  # per seed (as ``seeds``), against that seed's RT
 
 
 @dataclass(frozen=True)
 class Summary:
     rt: Row
     rows: tuple[Row, ...]  # every (group, η_f scale), in method then setting order
+    #: other references compared with RT as runs are (the original: "no unlearning")
+    baselines: tuple[Row, ...] = ()
+    #: {(group, η_f scale): {seed: metrics}}, RT under ("RT", None): what claims resample
+    samples: Mapping[tuple[str, float | None], Mapping[int, Mapping[str, float]]] = field(
+        default_factory=dict
+    )
 
     def complete(self) -> list[Row]:
         """The rows with as many seeds as their group's best-covered scale: a scale whose
@@ -79,6 +86,23 @@ class Summary:
                 failed[row.group] = row
         return [tuned.get(group) or failed[group] for group in failed]
 
+    def edges(self, row: Row) -> tuple[str, ...]:
+        """Where ``row``'s η_f sits on its group's grid: () when both neighbours ran (a failed
+        neighbour counts: the grid reached it), else the sides with none ("lowest",
+        "highest"): such an η_f is not tuned (SPEC §3.4). () for RT and the baselines."""
+        if row.lr_scale is None:
+            return ()
+        scales = [r.lr_scale for r in self.complete() if r.group == row.group]
+        return tuple(
+            side
+            for side, end in (("lowest", min(scales)), ("highest", max(scales)))
+            if row.lr_scale == end
+        )
+
+    def table_rows(self) -> list[Row]:
+        """The main table's rows: RT, the baselines (no unlearning), each group's tuned row."""
+        return [self.rt, *self.baselines, *self.main_rows()]
+
     def sensitivity(self) -> dict[str, dict[float, float | str]]:
         """Gap by η_f scale for each group run (completely) at more than one scale; at a
         scale where a seed failed, what stopped it."""
@@ -97,13 +121,20 @@ def record_order(record: Mapping[str, Any]) -> tuple:
     )
 
 
-def summarize(records: Iterable[Mapping[str, Any]], metrics: Sequence[str]) -> Summary:
-    """Aggregate run and reference records into rows; Gap/Std per SPEC §3.1."""
+def summarize(
+    records: Iterable[Mapping[str, Any]], metrics: Sequence[str], gap_to: str = "RT"
+) -> Summary:
+    """Aggregate run and reference records into rows; Gap/Std per SPEC §3.1. References of
+    another group than ``gap_to`` (the original model) are rows compared with it too."""
     references: dict[int, Mapping[str, Any]] = {}
     runs: dict[tuple[str, float], list[Mapping[str, Any]]] = defaultdict(list)
+    others: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for record in records:
         if record["kind"] == "run":
             runs[(record["group"], record["lr_scale"])].append(record)
+            continue
+        if record["group"] != gap_to:
+            others[record["group"]].append(record)
             continue
         if record["seed"] in references:
             check_one_experiment([references[record["seed"]], record])
@@ -114,16 +145,28 @@ def summarize(records: Iterable[Mapping[str, Any]], metrics: Sequence[str]) -> S
     check_one_experiment(list(references.values()))
     rt_seconds = float(np.mean([r["seconds"] for r in references.values()]))
     by_seed = [references[seed] for seed in sorted(references)]
-    rt = _row("RT", by_seed, by_seed, metrics, rt_seconds)
-    rows = []
-    for key in sorted(runs, key=lambda k: record_order(runs[k][0])):
-        group_runs = sorted(runs[key], key=lambda r: r["seed"])
-        missing = [r["seed"] for r in group_runs if r["seed"] not in references]
+    rt = _row(gap_to, by_seed, by_seed, metrics, rt_seconds)
+    samples = {(gap_to, None): {r["seed"]: r["metrics"] for r in by_seed}}
+
+    def compared(name: str, group: list[Mapping[str, Any]]) -> Row:
+        group = sorted(group, key=lambda r: r["seed"])
+        missing = [r["seed"] for r in group if r["seed"] not in references]
         if missing:
-            raise ValueError(f"{key[0]} at η_f ×{key[1]:g}: no RT record for seed(s) {missing}")
-        reference = [references[r["seed"]] for r in group_runs]
-        rows.append(_row(key[0], group_runs, reference, metrics, rt_seconds))
-    return Summary(rt, tuple(rows))
+            raise ValueError(f"{name}: no {gap_to} record for seed(s) {missing}")
+        if not any(is_failed(r) for r in group):
+            samples[(group[0]["group"], group[0].get("lr_scale"))] = {
+                r["seed"]: r["metrics"] for r in group
+            }
+        return _row(
+            group[0]["group"], group, [references[r["seed"]] for r in group], metrics, rt_seconds
+        )
+
+    baselines = tuple(compared(g, others[g]) for g in sorted(others))
+    rows = [
+        compared(f"{key[0]} at η_f ×{key[1]:g}", runs[key])
+        for key in sorted(runs, key=lambda k: record_order(runs[k][0]))
+    ]
+    return Summary(rt, tuple(rows), baselines, samples)
 
 
 def experiment(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -174,6 +217,9 @@ def _row(
             [r["metrics"] for r in runs], [r["metrics"] for r in reference], metrics
         )
         seconds = float(np.mean([r["seconds"] for r in runs]))
+        per_seed = seed_gaps(
+            [r["metrics"] for r in runs], [r["metrics"] for r in reference], metrics
+        )
     return Row(
         group=group,
         method=first.get("method"),
@@ -187,23 +233,29 @@ def _row(
         seconds=seconds,
         time_vs_rt=seconds / rt_seconds,
         failure=failure_text(failed, len(runs)) if failed else None,
+        seed_gaps=() if failed else tuple(float(g) for g in per_seed),
     )
 
 
-def main_table(rows: Sequence[Row], metrics: Sequence[str]) -> tuple[list[str], list[list[str]]]:
-    """(header, cells) in the paper's layout: mean ± std (|gap to RT|) per metric, Gap, Std."""
+def main_table(
+    rows: Sequence[Row],
+    metrics: Sequence[str],
+    edges: Callable[[Row], tuple[str, ...]] = lambda _: (),
+) -> tuple[list[str], list[list[str]]]:
+    """(header, cells) in the paper's layout: mean ± std (|gap to RT|) per metric, Gap, Std.
+    An η_f at the edge of its grid (``edges``, :meth:`Summary.edges`) says so."""
     header = ["method", "η_f", *metrics, "Gap ↓", "Std ↓", "time / RT", "seeds"]
     cells = []
     for row in rows:
+        eta = "" if row.forget_lr is None else f"{row.forget_lr:.3g}" + _edge_note(edges(row))
         if row.failure is not None:  # said once, in the first metric's column
             blank = ["–"] * (len(metrics) + 2)
-            eta = "" if row.forget_lr is None else f"{row.forget_lr:.3g}"
             cells.append([row.group, eta, row.failure, *blank, str(len(row.seeds))])
             continue
         cells.append(
             [
                 row.group,
-                "" if row.forget_lr is None else f"{row.forget_lr:.3g}",
+                eta,
                 *(
                     f"{m['mean']:.2f} ± {m['std']:.2f} ({m['gap']:.2f})"
                     for m in (row.metrics[k] for k in metrics)
@@ -215,6 +267,12 @@ def main_table(rows: Sequence[Row], metrics: Sequence[str]) -> tuple[list[str], 
             ]
         )
     return header, cells
+
+
+def _edge_note(sides: tuple[str, ...]) -> str:
+    if not sides:
+        return ""
+    return " (only one tried)" if len(sides) == 2 else f" ({sides[0]} tried)"
 
 
 def sensitivity_table(

@@ -9,16 +9,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dualoptim.bench.claims import claims, claims_table, metric_claims
 from dualoptim.bench.metric_table import metric_csv, metric_rows, metric_table
 from dualoptim.bench.plots import plot_curves
 from dualoptim.bench.records import RecordStore
-from dualoptim.bench.report import timing_note, write_report, write_text_report
+from dualoptim.bench.report import claims_section, timing_note, write_report, write_text_report
 from dualoptim.bench.split_table import split_tables
 from dualoptim.bench.tables import main_table, markdown, sensitivity_table
 from dualoptim.tasks import registry
 from dualoptim.unlearn.task import Task, is_failed
 
 Table = tuple[str, list[str], list[list[str]]]  # (title, header, cells)
+CLAIMS_TITLE = "Claims: each decoupled setting against Alternate (SPEC §3.4)"
 
 
 @dataclass
@@ -59,6 +61,10 @@ def report(task: Task, records: Sequence[Mapping[str, Any]], out_dir: Path, titl
         body = task.intro(records) + markdown(header, cells)
         table_csv = metric_csv(rows, layout.metrics)
         tables = [(title, header, cells)]
+    found = metric_claims(records, layout)
+    body += claims_section(found, out_dir)
+    if found:
+        tables.append((CLAIMS_TITLE, *claims_table(found)))
     appendix = _curve_figures(task, records, out_dir) + task.appendix(records, out_dir)
     write_text_report(records, out_dir, title, body, appendix, table_csv, task.run_options)
     return Shown(tables)
@@ -71,9 +77,14 @@ def _gap_report(
     intro, appendix = task.intro(records), task.appendix(records, out_dir)
     summary = write_report(records, out_dir, metrics, title, intro, appendix, task.run_options)
     seeds = len(summary.rt.seeds)
-    tables = [(f"{title}: {seeds} seeds", *main_table([summary.rt, *summary.main_rows()], metrics))]
+    tables = [
+        (f"{title}: {seeds} seeds", *main_table(summary.table_rows(), metrics, summary.edges))
+    ]
     if summary.sensitivity():
         tables.append(("Gap by η_f (× the run's η_f)", *sensitivity_table(summary.sensitivity())))
+    found = claims(summary, metrics)
+    if found:
+        tables.append((CLAIMS_TITLE, *claims_table(found)))
     note = timing_note(records)
     tuned = [(row.group, row.forget_lr) for row in summary.tuned()]
     return Shown(tables, [note] if note else [], tuned)

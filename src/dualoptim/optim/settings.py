@@ -63,6 +63,12 @@ class Setting:
         return self.name in ("joint", "alternate")
 
     @property
+    def alternate(self) -> bool:
+        """One shared state stepping in alternating phases: the one setting whose phases may
+        take their own step sizes (``per_phase_lr``)."""
+        return self.name == "alternate"
+
+    @property
     def plus(self) -> bool:
         """DualOptimPlus (Adam-type on both sides: η_r is on Adam's scale)."""
         return self.name.startswith("dual_plus")
@@ -88,6 +94,25 @@ def check_setting(setting: str) -> str:
             f"unknown optimizer setting {setting!r}; choose one of {', '.join(SETTINGS)}"
         )
     return setting
+
+
+def check_per_phase_lr(setting: str, per_phase_lr: bool | None, run: str) -> None:
+    """Refuse a run spec's ``per_phase_lr`` (None: unset) outside Alternate; ``run`` names
+    the run in the message (its method)."""
+    if per_phase_lr is not None and not Setting(setting).alternate:
+        raise ValueError(
+            f"per_phase_lr applies to the 'alternate' setting only, and {run} runs under "
+            f"{setting!r}: remove per_phase_lr, or set setting: alternate"
+        )
+
+
+def setting_label(setting: str, per_phase_lr: bool | None) -> str:
+    """A row label's setting part: with a run spec's ``per_phase_lr`` set, Alternate at DO's
+    per-phase step sizes and Alternate at one step size sit apart in one table; unset, the
+    name alone (the task's default, and the labels of records made before the option)."""
+    if per_phase_lr is None:
+        return setting
+    return f"{setting}, {'per-phase η' if per_phase_lr else 'one η'}"
 
 
 def _at(spec: SpecLike, lr: float | None, side: str) -> SpecLike:

@@ -15,6 +15,10 @@ from typing import Any, Literal, Protocol
 
 from dualoptim.config import to_dict
 
+#: The group of a task's reference that is its untouched original model: a row in every
+#: table, since a method that does not beat it has not unlearned anything (SPEC §3.4).
+NO_UNLEARNING = "no unlearning"
+
 
 def record_config(config: Any, run: Any | None, seed: int) -> dict[str, Any]:
     """The whole resolved config as it applies to one record: its one run (all of them for a
@@ -123,7 +127,7 @@ class Layout:
     ``split_by``/``split_name``: extra fields naming a sub-experiment each run belongs to
     (diffusion: the forgotten class), giving ``columns`` once per value, then ``averages``
     over the values. ``curves``: metrics plotted during unlearning, a figure per η_f
-    multiple, with the last of ``references`` dashed."""
+    multiple, with the last of ``references`` dashed. ``headline``: see below."""
 
     columns: tuple[Column, ...]
     references: tuple[str, ...]
@@ -135,6 +139,9 @@ class Layout:
     curves: tuple[str, ...] = ()
     curves_title: str = "Metrics during unlearning"
     digits: int = 3
+    #: Tables without a Gap: the metrics whose paired differences (DO, DO+ − Alternate)
+    #: decide the claims table (SPEC §3.4).
+    headline: tuple[Column, ...] = ()
 
     @property
     def metrics(self) -> tuple[str, ...]:

@@ -7,8 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from dualoptim.config import require_runs_and_seeds
-from dualoptim.optim.settings import Setting, SettingName, check_setting
+from dualoptim.config import new_option, quiet_repr, require_runs_and_seeds
+from dualoptim.optim.settings import (
+    Setting,
+    SettingName,
+    check_per_phase_lr,
+    check_setting,
+    setting_label,
+)
 from dualoptim.tasks.diffusion import methods
 from dualoptim.tasks.diffusion.ddpm import NoiseSchedule, SamplingSpec
 from dualoptim.tasks.diffusion.models import DenoiserSpec
@@ -108,6 +114,9 @@ class GenUnlearnSpec:
     iterations: int | None = None
     forget_lr: float | None = None
     retain_lr: float | None = None  # Optim_r's (dual settings); None: η_f
+    # Alternate only: true = forget steps at η_f, retain steps at η_r (DO's step sizes);
+    # false or None = every step at η_f (one Adam step size)
+    per_phase_lr: bool | None = new_option()
     batch_size: int = 128
     forget_clip: float | None = 1.0  # gradient-norm clipping per phase (null: none)
     retain_clip: float | None = 1.0
@@ -123,10 +132,13 @@ class GenUnlearnSpec:
     mask_batches: int = 16  # SalUn / SFR-on: batches the mask statistics are averaged over
     label_dropout: float = 0.1  # kept in retain losses
 
+    __repr__ = quiet_repr  # record ids: unset per_phase_lr leaves them as before it existed
+
     def __post_init__(self) -> None:
         methods.get(self.method)  # a ValueError naming the registered methods
         if self.setting is not None:
             check_setting(self.setting)
+        check_per_phase_lr(self.resolved_setting, self.per_phase_lr, self.method)
         for name in ("iterations", "batch_size", "replay_per_class", "fisher_per_class"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -157,12 +169,15 @@ class GenUnlearnSpec:
 
     @property
     def label(self) -> str:
-        """E.g. "SA", "SFR-on+DO", "SFR-on (joint)"; the method's α when it is not the default."""
+        """E.g. "SA", "SFR-on+DO", "SFR-on (joint)", "SFR-on (alternate, per-phase η)"; the
+        method's α when it is not the default."""
         setting, name = self.resolved_setting, self.registered.label
         if setting in SETTING_SUFFIX:
             label = name + SETTING_SUFFIX[setting]
+        elif setting == self.registered.setting and self.per_phase_lr is None:
+            label = name
         else:
-            label = name if setting == self.registered.setting else f"{name} ({setting})"
+            label = f"{name} ({setting_label(setting, self.per_phase_lr)})"
         default = self._default_alpha
         if default is not None and self.alpha is not None and self.alpha != default:
             label += f" α={self.sfron_alpha:g}"

@@ -26,8 +26,9 @@ def build_method(spec: GenUnlearnSpec, world: World, forgotten: int) -> Built:
 
 def make_optimizer(spec: GenUnlearnSpec, model: nn.Module) -> ObjectiveOptimizer:
     """Adam on both sides (the U-Net's pretraining optimizer; DiT's AdamW with wd 0 is the
-    same update). ``build_optimizer`` runs the shared settings' one Adam at η_f and gives
-    DO+ η_r as its retain step size."""
+    same update). ``build_optimizer`` runs the shared settings' one Adam at η_f (Alternate
+    with ``per_phase_lr``: retain steps at η_r, DO's step sizes) and gives DO+ η_r as its
+    retain step size."""
     return build_optimizer(
         spec.resolved_setting,
         model.parameters(),
@@ -35,6 +36,7 @@ def make_optimizer(spec: GenUnlearnSpec, model: nn.Module) -> ObjectiveOptimizer
         retain={"name": "adam"},
         forget_lr=spec.effective_forget_lr,
         retain_lr=spec.effective_retain_lr,
+        per_phase_lr=bool(spec.per_phase_lr),
     )
 
 

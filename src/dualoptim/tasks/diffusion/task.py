@@ -48,6 +48,7 @@ LAYOUT = Layout(
     ),
     averages_title="Averages over the forgotten classes",
     digits=2,
+    headline=(Column("FA", "FA", "lower"), Column("FID", "FID", "lower")),
 )
 
 

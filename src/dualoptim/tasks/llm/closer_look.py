@@ -10,8 +10,8 @@ The paper's extra models are not available offline here, so both are pluggable, 
   ``MiniLMEmbedder.offline``. The embedder's ``name`` goes into the reported variant.
 - entailment needs an :class:`EntailmentModel`. The paper used
   ``sileod/deberta-v3-base-tasksource-nli`` (``HFEntailmentModel`` loads it, or any
-  sequence-classification NLI model, when online); none ships offline, and an absent model is
-  reported as absent.
+  sequence-classification NLI model, by Hub id online or from a folder); none ships offline,
+  and an absent model is reported as absent.
 
 :func:`closer_look_scores` computes the aggregates over whatever is present and returns a
 ``variant`` string naming exactly what was computed.
@@ -19,8 +19,10 @@ The paper's extra models are not available offline here, so both are pluggable, 
 Per-split metric keys (values in [0, 1]): ``prob``, ``rouge``, ``truth_ratio`` (the TOFU
 reported values, :mod:`dualoptim.tasks.llm.metrics`), ``token_entropy`` (mean
 :func:`token_entropy` of the split's generations), ``cosine`` (mean :func:`cosine_scores`),
-``entailment`` (mean :func:`entailment_scores`) and, on the forget split of an IDK method,
-``refusal`` (mean :func:`refusal_entailment`).
+``entailment`` (mean :func:`entailment_scores`) and, on the forget split, ``refusal`` (mean
+:func:`refusal_entailment`; TFE's input for IDK methods). Cosine and entailment compare a
+generation with the answer on forget/retain and with the full-sentence ``original_answer`` on
+real authors / world facts, as the Closer-Look and DualOptim code do.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ from scipy import stats
 
 from dualoptim.tasks.llm.metrics import (
     UTILITY_SPLITS,
-    checked_texts,
     harmonic_mean,
+    rouge_l_recall,
     split_value,
     text_pairs,
 )
@@ -93,11 +95,11 @@ class Embedder(Protocol):
 
 
 def cosine_scores(
-    embedder: Embedder, generations: Sequence[str], answers: Sequence[str]
+    embedder: Embedder, generations: Sequence[str], targets: Sequence[str]
 ) -> np.ndarray:
-    """Per item, the cosine similarity of the embeddings of generation and answer, clipped at 0
+    """Per item, the cosine similarity of the embeddings of generation and target, clipped at 0
     (and at 1 against rounding). Rows are re-normalised here, so any embedder works."""
-    gens, refs = text_pairs(generations, answers)
+    gens, refs = text_pairs(generations, targets)
     n = len(gens)
     emb = np.asarray(embedder.encode(gens + refs), dtype=np.float64)
     if emb.ndim != 2 or emb.shape[0] != 2 * n:
@@ -137,46 +139,50 @@ def _entails(model: EntailmentModel, premises: list[str], hypotheses: list[str])
     return out
 
 
+#: ROUGE-L recall below which a generation counts as not entailed, whatever the NLI model says
+#: (the Closer-Look code's gate: such an output does not state the fact at all).
+MIN_ROUGE = 0.1
+
+
 def entailment_scores(
     model: EntailmentModel,
     generations: Sequence[str],
-    answers: Sequence[str],
+    targets: Sequence[str],
     *,
     forget: bool,
-    rouge_recall: ArrayLike | None = None,
-    min_rouge: float = 0.1,
+    rouge_recall: ArrayLike,
+    min_rouge: float = MIN_ROUGE,
 ) -> np.ndarray:
-    """Per item, whether the NLI model labels the (generation, answer) pair "entailment".
+    """Per item, whether the NLI model labels the (generation, target) pair "entailment" and
+    the generation's ROUGE-L recall (``rouge_recall``, per item) is at least ``min_rouge``.
 
     Directions as in the authors' code for TOFU: on the forget split the generation is the
-    premise and the answer the hypothesis (does the output still state the fact?); on the
-    other splits the answer is the premise and the generation the hypothesis (is the output
-    a consequence of the true answer?). With ``rouge_recall`` (per-item ROUGE-L recall), items
-    below ``min_rouge`` count as not entailed, as the authors' code does (SPEC does not ask for
-    it; off by default).
+    premise and the target the hypothesis (does the output still state the fact?); on the
+    other splits the target is the premise and the generation the hypothesis (is the output
+    a consequence of the true answer?). The gate is SPEC §3.3's: below ``min_rouge`` an item
+    is not entailed.
     """
-    gens, refs = text_pairs(generations, answers)
+    gens, refs = text_pairs(generations, targets)
+    r = np.asarray(rouge_recall, dtype=np.float64)
+    if r.shape != (len(gens),):
+        raise ValueError(f"rouge_recall has shape {r.shape}, expected ({len(gens)},)")
+    if np.any(np.isnan(r)):
+        raise ValueError("rouge_recall contains NaN")
     result = _entails(model, gens, refs) if forget else _entails(model, refs, gens)
-    if rouge_recall is not None:
-        r = np.asarray(rouge_recall, dtype=np.float64)
-        if r.shape != (len(gens),):
-            raise ValueError(f"rouge_recall has shape {r.shape}, expected ({len(gens)},)")
-        if np.any(np.isnan(r)):
-            raise ValueError("rouge_recall contains NaN")
-        result = result & (r >= min_rouge)
-    return result
+    return result & (r >= min_rouge)
 
 
 def refusal_entailment(
     model: EntailmentModel, generations: Sequence[str], refusals: Sequence[str]
 ) -> np.ndarray:
-    """Per generation, whether it is entailed by a refusal: True when, for at least one of the
-    ``refusals`` (e.g. TOFU's "I don't know" answers) as premise, the model labels the pair
-    (refusal, generation) "entailment". Runs len(generations) × len(refusals) NLI pairs."""
-    gens, refs = checked_texts(generations, "generations"), checked_texts(refusals, "refusals")
-    premises = [r for _ in gens for r in refs]
-    hypotheses = [g for g in gens for _ in refs]
-    return _entails(model, premises, hypotheses).reshape(len(gens), len(refs)).any(axis=1)
+    """Per forget generation, whether it entails its refusal: ``refusals[i]`` is the refusal
+    answer paired with question i (the one an IDK method trains on for it). As the DualOptim
+    code computes TFE's input: the generation is the premise, the refusal the hypothesis, and
+    a generation whose ROUGE-L recall against the refusal is below :data:`MIN_ROUGE` counts
+    as not entailed."""
+    gens, refs = text_pairs(generations, refusals)
+    rouge = rouge_l_recall(gens, refs)
+    return entailment_scores(model, gens, refs, forget=True, rouge_recall=rouge)
 
 
 # -- the aggregates ----------------------------------------------------------------------------
@@ -241,7 +247,7 @@ def closer_look_scores(
     - UFE = 1 − mean of the forget split's knowledge scores {prob, rouge,
       1 − truth_ratio (= 1 − mean min(R, 1/R)), cosine, entailment}.
     - TFE (``idk=True`` only) = harmonic mean of (forget token_entropy, forget ``refusal``:
-      the fraction of forget generations entailed by a refusal).
+      the fraction of forget generations that entail their refusal, :func:`refusal_entailment`).
     - OVR = (UFE + MU)/2, or ((UFE + TFE)/2 + MU)/2 when TFE was computed.
 
     ``embedder_name``/``entailment_name`` name the models behind ``cosine``/``entailment``;

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from dualoptim.config import require_runs_and_seeds
-from dualoptim.optim.settings import Setting, SettingName
+from dualoptim.config import new_option, quiet_repr, require_runs_and_seeds
+from dualoptim.optim.settings import Setting, SettingName, check_per_phase_lr, setting_label
 from dualoptim.tasks.llm.data import FORGET_SPLITS
 from dualoptim.tasks.llm.evaluation import EvalOptions
 from dualoptim.tasks.llm.format import PromptFormat
@@ -111,6 +111,9 @@ class LLMUnlearnSpec:
     setting: SettingName = "dual"
     forget_lr: float | None = None  # None: the forget loss's default (1e-5; DPO 1.5e-5)
     retain_lr: float = 1e-5
+    # Alternate only: true = forget steps at η_f, retain steps at η_r (DO's step sizes);
+    # false or None = every step at η_f (one AdamW step size)
+    per_phase_lr: bool | None = new_option()
     epochs: int = 5
     warmup_epochs: float = 1.0  # linear warm-up, then linear decay to 0 (SPEC: one epoch)
     forget_steps: int = 1
@@ -125,9 +128,12 @@ class LLMUnlearnSpec:
     losses: LossOptions = field(default_factory=LossOptions)
     eval_every: int = 0  # forget/retain Prob every this many optimizer steps (0: none)
 
+    __repr__ = quiet_repr  # record ids: unset per_phase_lr leaves them as before it existed
+
     def __post_init__(self) -> None:
         LLMMethod(self.method)  # validates the name
         Setting(self.setting)  # validates the name
+        check_per_phase_lr(self.setting, self.per_phase_lr, self.method)
         for name in ("epochs", "forget_steps", "batch_size", "accumulation"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -149,7 +155,7 @@ class LLMUnlearnSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.method.upper()} ({self.setting})"
+        return f"{self.method.upper()} ({setting_label(self.setting, self.per_phase_lr)})"
 
     @property
     def effective_forget_lr(self) -> float:
@@ -174,6 +180,7 @@ class LLMExperiment:
     finetune: FinetuneRecipe = field(default_factory=FinetuneRecipe)
     eval: EvalOptions = field(default_factory=EvalOptions)
     embedder: str | None = None  # Closer-Look cosine: "minilm" (offline copy), a Hub id, or none
+    entailment: str | None = None  # Closer-Look entailment: NLI model (Hub id or folder), or none
     runs: tuple[LLMUnlearnSpec, ...] = (LLMUnlearnSpec("me+gd", "alternate"), LLMUnlearnSpec())
     seeds: tuple[int, ...] = (0,)
     cache_dir: str = "results/cache/llm"

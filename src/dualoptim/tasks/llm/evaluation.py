@@ -26,6 +26,18 @@ from dualoptim.tasks.llm.losses import sequence_nll
 
 SPLIT_ROLES = ("forget", "retain", "real_authors", "world_facts")
 
+#: The version of the metric definitions. It is part of the keys of cached evaluations and of
+#: the record ids whose numbers depend on what changed (``World.definitions``), so numbers
+#: computed under an older definition are never read back as current ones: bump it whenever a
+#: metric changes (and say what changed here). 1: the definitions before this constant (keys
+#: without it). 2: cosine and entailment compare with the full-sentence
+#: ``original_answer`` on real authors / world facts (was: the short answer), entailment is
+#: wired into MU/UFE with the ROUGE-L gate, and TFE's refusal entailment runs generation →
+#: its paired refusal with the gate (was: any refusal → generation, no gate). Version 2
+#: changed only what needs a Closer-Look model, so configs without one keep their keys; a
+#: change to numbers every config computes must put the version in every key.
+EVAL_DEFINITIONS = 2
+
 
 def _quiet() -> bool | None:
     """tqdm's ``disable``: bars on a terminal (None), from the first process only."""
@@ -155,21 +167,75 @@ def run_split(
 
 
 def split_scores(
-    role: str, items: Sequence[TofuItem], out: SplitOutputs, ratios: np.ndarray
+    role: str, out: SplitOutputs, ratios: np.ndarray, rouge: np.ndarray
 ) -> dict[str, float]:
-    """The TOFU suite's numbers of one split (Prob, ROUGE, Truth Ratio from its per-question
-    ``ratios``) and token entropy."""
+    """The TOFU suite's numbers of one split (Prob, ROUGE from its per-question ``rouge``,
+    Truth Ratio from its per-question ``ratios``) and token entropy."""
     if role in ("forget", "retain"):
         prob = tofu.probability(out.answer_nll)
     else:
         prob = tofu.normalized_probability(out.answer_nll, out.perturbed_nll)
-    rouge = tofu.rouge_l_recall(out.generations, [it.answer for it in items])
     return {
         "prob": float(prob),
         "rouge": float(np.mean(rouge)),
         "truth_ratio": float(tofu.truth_ratio_score(ratios, forget=role == "forget")),
         "token_entropy": float(cl.mean_token_entropy(out.generated_tokens)),
     }
+
+
+def closer_look_targets(role: str, items: Sequence[TofuItem]) -> list[str]:
+    """What cosine and entailment compare a generation with (SPEC §3.3): the answer on
+    forget/retain, the full-sentence ``original_answer`` on real authors / world facts, whose
+    answer is a short phrase ("Paris") a fluent sentence shares little with."""
+    if role in ("forget", "retain"):
+        return [it.answer for it in items]
+    missing = [i for i, it in enumerate(items) if it.original_answer is None]
+    if missing:
+        raise ValueError(
+            f"{role} split row {missing[0]} has no original_answer: cosine and entailment "
+            "compare generations with it there; use TOFU files that carry it, or set "
+            "embedder and entailment to null"
+        )
+    return [it.original_answer or "" for it in items]
+
+
+@dataclass(frozen=True)
+class CloserLookModels:
+    """The Closer-Look suite's extra models (None: absent) and, for TFE, the refusal paired
+    with each forget-split row (the one IDK methods train on for its question)."""
+
+    embedder: cl.Embedder | None = None
+    entailment: cl.EntailmentModel | None = None
+    refusals: Sequence[str] = ()
+
+    def scores(
+        self, role: str, items: Sequence[TofuItem], generations: list[str], rouge: np.ndarray
+    ) -> dict[str, float]:
+        """``cosine``, ``entailment`` and, on the forget split, ``refusal``: those whose
+        model is present. Entailment is gated by ``rouge``, the items' ROUGE-L recall against
+        the answer (the split's ROUGE, as the Closer-Look code gates it)."""
+        if self.embedder is None and self.entailment is None:
+            return {}
+        targets = closer_look_targets(role, items)
+        out = {}
+        if self.embedder is not None:
+            out["cosine"] = float(np.mean(cl.cosine_scores(self.embedder, generations, targets)))
+        if self.entailment is not None:
+            forget = role == "forget"
+            entailed = cl.entailment_scores(
+                self.entailment, generations, targets, forget=forget, rouge_recall=rouge
+            )
+            out["entailment"] = float(np.mean(entailed))
+            if forget:
+                if len(self.refusals) < len(items):
+                    raise ValueError(
+                        f"{len(self.refusals)} refusals for {len(items)} forget rows: TFE "
+                        "needs the refusal paired with each forget question"
+                    )
+                refusals = list(self.refusals[: len(items)])
+                refused = cl.refusal_entailment(self.entailment, generations, refusals)
+                out["refusal"] = float(np.mean(refused))
+        return out
 
 
 @dataclass
@@ -186,12 +252,14 @@ def evaluate_splits(
     formatter: Formatter,
     splits: Mapping[str, Sequence[TofuItem]],
     options: EvalOptions,
-    embedder: cl.Embedder | None = None,
+    models: CloserLookModels | None = None,
 ) -> Evaluation:
-    """Run the model over the four evaluation splits (roles of SPLIT_ROLES)."""
+    """Run the model over the four evaluation splits (roles of SPLIT_ROLES); ``models``: the
+    Closer-Look suite's extra models (None: neither)."""
     missing = [r for r in SPLIT_ROLES if r not in splits]
     if missing:
         raise ValueError(f"evaluation needs the splits {SPLIT_ROLES}; missing {missing}")
+    models = models or CloserLookModels()
     was_training = model.training
     model.eval()
     try:
@@ -200,11 +268,9 @@ def evaluate_splits(
             items = list(splits[role])[: options.limit]
             out = run_split(model, formatter, items, role, options)
             split_ratios = tofu.truth_ratio(out.base_nll, out.perturbed_nll)
-            scores[role] = split_scores(role, items, out, split_ratios)
-            if embedder is not None:
-                answers = [it.answer for it in items]
-                cos = cl.cosine_scores(embedder, out.generations, answers)
-                scores[role]["cosine"] = float(np.mean(cos))
+            rouge = tofu.rouge_l_recall(out.generations, [it.answer for it in items])
+            scores[role] = split_scores(role, out, split_ratios, rouge)
+            scores[role].update(models.scores(role, items, out.generations, rouge))
             generations[role] = out.generations
             if role == "forget":
                 ratios = split_ratios

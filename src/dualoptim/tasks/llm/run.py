@@ -22,7 +22,8 @@ def make_optimizer(
     spec: LLMUnlearnSpec, model: nn.Module, plus: Mapping[str, Any] | None = None
 ) -> ObjectiveOptimizer:
     """AdamW on both sides (SPEC §1.3): betas (0.9, 0.95) in every setting, wd 0.01 but not
-    on biases and norms; the shared baselines run one AdamW at η_f. ``plus``: extra
+    on biases and norms; the shared baselines run one AdamW at η_f, except Alternate with
+    ``per_phase_lr``: its retain steps at η_r, DO's step sizes. ``plus``: extra
     DualOptimPlus options (benchmarks/plus_bound_llm.py compares bound_update)."""
     groups = adamw_groups(model, spec.weight_decay)
     side = {"name": "adamw", "betas": spec.betas}
@@ -33,6 +34,7 @@ def make_optimizer(
         retain=side,
         forget_lr=spec.effective_forget_lr,
         retain_lr=spec.retain_lr,
+        per_phase_lr=bool(spec.per_phase_lr),
         plus={"betas": spec.betas, **(plus or {})} if Setting(spec.setting).plus else None,
     )
 

@@ -39,6 +39,7 @@ LAYOUT = Layout(
         Column("retain/rouge", "retain ROUGE-L", "higher"),
     ),
     references=("target", "retain model"),
+    headline=(Column("OVR", "OVR", "higher"),),
     curves=("forget/prob", "retain/prob"),
     curves_title="Forget and retain Prob during unlearning",
 )
@@ -48,12 +49,14 @@ MODEL_COLUMNS = ("forget_quality", "model_utility", "forget/rouge", "retain/roug
 
 
 def _record_config(exp: LLMExperiment, run: LLMUnlearnSpec | None, seed: int) -> dict[str, Any]:
-    """A record's config; ``model.lora`` only when set. Records made before LoRA existed have
-    no such key, and a folder's records (and the runs found in the cache's store) must read
-    as one experiment with those of today's configs without LoRA."""
+    """A record's config; ``model.lora`` and ``entailment`` only when set. Records made before
+    they existed have no such keys, and a folder's records (and the runs found in the cache's
+    store) must read as one experiment with those of today's configs without them."""
     config = record_config(exp, run, seed)
     if exp.model.lora is None:
         del config["model"]["lora"]
+    if exp.entailment is None:
+        del config["entailment"]
     return config
 
 

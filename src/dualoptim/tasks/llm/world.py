@@ -16,19 +16,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from torch import Tensor, nn
 
+from dualoptim.config import ConfigError
 from dualoptim.io import cached_state, fingerprint, read_json, write_json
 from dualoptim.optim.settings import build_optimizer
 from dualoptim.tasks.llm import closer_look as cl
 from dualoptim.tasks.llm import metrics as tofu
-from dualoptim.tasks.llm.closer_look_models import MiniLMEmbedder
+from dualoptim.tasks.llm.closer_look_models import HFEntailmentModel, MiniLMEmbedder
 from dualoptim.tasks.llm.config import LLMExperiment, TofuData
 from dualoptim.tasks.llm.data import RETAIN_OF, TofuItem, load_split
-from dualoptim.tasks.llm.evaluation import Evaluation, evaluate_splits, mean_nll
+from dualoptim.tasks.llm.evaluation import (
+    EVAL_DEFINITIONS,
+    CloserLookModels,
+    Evaluation,
+    evaluate_splits,
+    mean_nll,
+)
 from dualoptim.tasks.llm.format import Formatter, Pair, PairSource
 from dualoptim.tasks.llm.methods import FineTune
 from dualoptim.tasks.llm.models import (
@@ -41,6 +48,8 @@ from dualoptim.tasks.llm.models import (
 from dualoptim.tasks.llm.refusals import REFUSALS, refusal
 from dualoptim.unlearn import EngineConfig, PhaseOptions, RunState, Schedule, unlearn
 from dualoptim.unlearn.sharding import full_state_dict
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -126,6 +135,13 @@ class World:
         self.formatter = Formatter(self.tokenizer, exp.model.prompt)
         self.forget_pairs = self._pairs(self.splits.forget)
         self.retain_pairs = self._pairs(self.splits.retain)
+        # the Closer-Look models, loaded now: one that cannot be loaded (a Hub id offline)
+        # stops the run before anything is trained, not at its first evaluation
+        self.embedder: cl.Embedder | None = _load_model("embedder", exp.embedder, _embedder)
+        self.entailment: cl.EntailmentModel | None = _load_model(
+            "entailment", exp.entailment, HFEntailmentModel
+        )
+        self.forget_refusals = self._forget_refusals() if self.entailment is not None else []
 
     # ------------------------------------------------------------------ models
     def _base_model(self):
@@ -177,7 +193,19 @@ class World:
         e = self.exp
         parts = (self.fingerprint, self._base_fingerprint, e.data, e.model.finetuned, e.finetune)
         lora = () if e.model.lora is None else (e.model.lora,)
-        return fingerprint(*parts, e.eval, e.embedder, *lora)
+        return fingerprint(*parts, e.eval, e.embedder, *lora, *self.definitions)
+
+    @property
+    def definitions(self) -> tuple[Any, ...]:
+        """The metric definitions in the keys of the cached evaluations and the record ids:
+        ``EVAL_DEFINITIONS`` and the entailment model when a Closer-Look model is set. A
+        config with neither model computes nothing that changed since version 1 (only
+        cosine and entailment did), so it keeps the keys and ids it had then: its cached
+        evaluations and records hold the numbers it computes now."""
+        e = self.exp
+        if e.embedder is None and e.entailment is None:
+            return ()
+        return (EVAL_DEFINITIONS, e.entailment)
 
     @cached_property
     def _training_pairs(self) -> dict[str, list[Pair]]:
@@ -233,12 +261,22 @@ class World:
         return self._finetuned("retain")
 
     # ------------------------------------------------------------------ evaluation
-    @cached_property
-    def embedder(self) -> cl.Embedder | None:
-        name = self.exp.embedder
-        if name is None:
-            return None
-        return MiniLMEmbedder.offline() if name == "minilm" else MiniLMEmbedder(name)
+    def _forget_refusals(self) -> list[str]:
+        """The refusal paired with each forget-evaluation question, for TFE: the one IDK
+        methods train on for it (``refusal_pairs`` of the forget split, from index 0). Found
+        by position: row i of ``forgetXX_perturbed`` is row i of ``forgetXX`` in TOFU and the
+        built-in data, which is checked."""
+        rows, trained = self.splits.evaluation["forget"][: self.exp.eval.limit], self.splits.forget
+        split = self.exp.data.forget_split
+        for i, row in enumerate(rows):
+            if i >= len(trained) or row.question != trained[i].question:
+                raise ValueError(
+                    f"row {i} of {split}_perturbed is not row {i} of {split}: TFE pairs each "
+                    "forget question with the refusal IDK methods train on for it, which "
+                    "needs TOFU's layout (the same questions in the same order)"
+                )
+        seed = self.exp.data.refusal_seed
+        return [refusal(i, seed) for i in range(len(rows))]
 
     def curve_evaluator(self) -> Callable[[nn.Module, RunState], dict[str, float]]:
         """Forget and retain Prob during unlearning (likelihoods only: no generation)."""
@@ -255,13 +293,13 @@ class World:
         return evaluate
 
     def evaluate(self, model: nn.Module) -> Evaluation:
-        return evaluate_splits(
-            model, self.formatter, self.splits.evaluation, self.exp.eval, self.embedder
-        )
+        models = CloserLookModels(self.embedder, self.entailment, self.forget_refusals)
+        return evaluate_splits(model, self.formatter, self.splits.evaluation, self.exp.eval, models)
 
     def _cached_evaluation(self, which: str, state: dict[str, Tensor]) -> dict[str, Any]:
         e = self.exp
-        key = fingerprint(self._model_keys[which], self.splits.evaluation, e.eval, e.embedder)
+        parts = (self._model_keys[which], self.splits.evaluation, e.eval, e.embedder)
+        key = fingerprint(*parts, *self.definitions)
         path = self.cache / f"eval-{which}-{key}.json"
         if path.exists():
             return read_json(path, ("scores", "forget_ratios", "generations"))
@@ -298,8 +336,33 @@ class World:
         return out
 
     def _closer_look(self, scores: dict[str, dict[str, float]], idk: bool) -> cl.CloserLookScores:
-        name = self.embedder.name if self.embedder is not None else None
-        return cl.closer_look_scores(scores, idk=idk, embedder_name=name)
+        embedder = self.embedder.name if self.embedder is not None else None
+        entailment = self.entailment.name if self.entailment is not None else None
+        return cl.closer_look_scores(
+            scores, idk=idk, embedder_name=embedder, entailment_name=entailment
+        )
 
     def variant(self, idk: bool) -> str:
         return self._closer_look(self.target_evaluation["scores"], idk).variant
+
+
+def _embedder(name: str) -> cl.Embedder:
+    """``minilm``: the offline all-MiniLM-L6-v2; else a MiniLM sentence-transformers model by
+    Hub id or folder."""
+    return MiniLMEmbedder.offline() if name == "minilm" else MiniLMEmbedder(name)
+
+
+def _load_model(key: str, name: str | None, load: Callable[[str], T]) -> T | None:
+    """``load(name)``, or None when the config's ``key`` is null; a model that cannot be
+    loaded is a ConfigError naming the key."""
+    if name is None:
+        return None
+    try:
+        return load(name)
+    except (OSError, ImportError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(
+            f"{key}: cannot load {name!r} ({reason}); give a local folder of the model, run "
+            f"where the Hugging Face Hub is reachable, or set {key}: null (the report then "
+            "names it absent)"
+        ) from err

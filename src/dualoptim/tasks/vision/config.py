@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from dualoptim.config import require_runs_and_seeds
-from dualoptim.optim.settings import Setting, SettingName
+from dualoptim.config import new_option, quiet_repr, require_runs_and_seeds
+from dualoptim.optim.settings import Setting, SettingName, check_per_phase_lr, setting_label
 from dualoptim.tasks.images.loaders import DATASETS
 from dualoptim.tasks.images.models import MODELS
 from dualoptim.tasks.images.train import TrainRecipe
@@ -45,6 +45,9 @@ class UnlearnSpec:
     forget_lr: float | None = None
     retain_lr: float = 0.01  # η_r of the pretraining optimizer (SGD, momentum 0.9)
     plus_retain_lr: float = 1e-4  # DO+ is Adam-type on both sides
+    # Alternate only: true = forget steps at η_f, retain steps at η_r (DO's step sizes);
+    # false = every step at η_f; None = the method's choice (tasks/vision/methods/)
+    per_phase_lr: bool | None = new_option()
     epochs: int = 5  # pass-based methods: one pass over D_f then one over D_r per epoch
     iterations: int = 300  # SFR-on: forget every 5th iteration, retain every iteration
     batch_size: int = 64
@@ -52,8 +55,16 @@ class UnlearnSpec:
     salun_keep: float = 0.5
     eval_every: int = 0  # metric curves: evaluate every this many optimizer steps (0 = none)
 
+    __repr__ = quiet_repr  # record ids: unset per_phase_lr leaves them as before it existed
+
     def __post_init__(self) -> None:
         defaults = methods.get(self.method).forget_lr  # an unknown method lists the known
+        check_per_phase_lr(self.setting, self.per_phase_lr, self.method)
+        if self.resolved.joint and not self.registered.retains:  # else the engine fails late
+            raise ValueError(
+                f"{self.method} never takes a retain step, so it has no Joint form (each Joint "
+                "step sums a forget and a retain loss): run it under alternate"
+            )
         for name in ("epochs", "iterations", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -74,7 +85,7 @@ class UnlearnSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.method} ({self.setting})"
+        return f"{self.method} ({setting_label(self.setting, self.per_phase_lr)})"
 
     @property
     def effective_forget_lr(self) -> float:
@@ -92,15 +103,17 @@ class UnlearnSpec:
         return Setting(self.setting)
 
     @property
-    def per_phase_lr(self) -> bool:
-        """Alternate RL/SalUn/SCRUB keep η_r for retain phases, as the official code does."""
-        alternate = self.resolved.shared and not self.resolved.joint
-        return alternate and self.registered.per_phase_lr
+    def effective_per_phase_lr(self) -> bool:
+        """Alternate's retain phases at η_r: as ``per_phase_lr`` says, else as the method's
+        official code does (RL/SalUn/SCRUB keep η_r)."""
+        if self.per_phase_lr is not None:
+            return self.per_phase_lr
+        return self.resolved.alternate and self.registered.per_phase_lr
 
     @property
     def shared_lr(self) -> bool:
         """Every step at η_f: the other shared baselines' one SGD step size."""
-        return self.resolved.shared and not self.per_phase_lr
+        return self.resolved.shared and not self.effective_per_phase_lr
 
     @property
     def effective_retain_lr(self) -> float:
@@ -113,6 +126,8 @@ class UnlearnSpec:
         forgets, and the retain step size its optimizer takes unless it never retains."""
         method = self.registered
         used = {"method", "setting", "batch_size", "eval_every", method.length, *method.options}
+        if self.per_phase_lr is not None:
+            used.add("per_phase_lr")
         if method.forgets or self.shared_lr:  # FT's steps are retain steps, at η_f if shared
             used.add("forget_lr")
         if method.retains and not self.shared_lr:  # GA never retains

@@ -180,7 +180,8 @@ def make_optimizer(
 ) -> ObjectiveOptimizer:
     """The setting's optimizer: AdamW(η_f, wd 0.05) for forgetting, SGD(η_r, momentum 0.9,
     wd 5e-4) for retaining; the shared baselines use that SGD at η_f, except that Alternate
-    RL/SalUn/SCRUB keep η_r for retain phases as the official classification code does.
+    RL/SalUn/SCRUB keep η_r for retain phases as the official classification code does (a
+    run's ``per_phase_lr`` decides it for any method).
     ``plus``: extra DualOptimPlus options (benchmarks/plus_bound.py compares bound_update)."""
     return build_optimizer(
         spec.setting,
@@ -189,7 +190,7 @@ def make_optimizer(
         retain={"name": "sgd", "momentum": 0.9, "weight_decay": 5e-4},
         forget_lr=spec.effective_forget_lr,
         retain_lr=spec.effective_retain_lr,
-        per_phase_lr=spec.per_phase_lr,
+        per_phase_lr=spec.effective_per_phase_lr,
         plus=plus,
     )
 

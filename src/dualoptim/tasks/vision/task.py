@@ -26,6 +26,7 @@ from dualoptim.tasks.vision.experiment import (
     run_unlearning,
 )
 from dualoptim.unlearn.task import (
+    NO_UNLEARNING,
     Cells,
     Column,
     Job,
@@ -36,7 +37,11 @@ from dualoptim.unlearn.task import (
     record_config,
 )
 
-LAYOUT = Layout(columns=tuple(Column(m, m) for m in METRICS), references=("RT",), gap_to="RT")
+LAYOUT = Layout(
+    columns=tuple(Column(m, m) for m in METRICS),
+    references=("RT", NO_UNLEARNING),
+    gap_to="RT",
+)
 
 
 @dataclass
@@ -59,24 +64,30 @@ class VisionPlan:
             self.worlds[seed] = prepare(self.exp, seed, self.data, self.progress)
         return self.worlds[seed]
 
-    def _reference_id(self, seed: int) -> str:
-        return record_id("reference", reference_key(self.exp, self.data, seed))
+    def _reference_ids(self, seed: int) -> tuple[str, str]:
+        """RT's and the original's record ids for ``seed`` (its forget set)."""
+        key = reference_key(self.exp, self.data, seed)
+        return record_id("reference", key), record_id(NO_UNLEARNING, key)
 
     def references(self) -> list[Reference]:
-        return [
-            Reference(
-                self._reference_id(seed),
-                "RT",
-                seed,
-                record_config(self.exp, None, seed),
-                partial(self._rt, seed),
-            )
-            for seed in self.exp.seeds
-        ]
+        out = []
+        for seed in self.exp.seeds:
+            config = record_config(self.exp, None, seed)
+            rt, original = self._reference_ids(seed)
+            out += [
+                Reference(rt, "RT", seed, config, partial(self._rt, seed)),
+                Reference(original, NO_UNLEARNING, seed, config, partial(self._original, seed)),
+            ]
+        return out
 
     def _rt(self, seed: int) -> Outcome:
         world = self.world(seed)
         return Outcome(world.rt_metrics, world.rt_seconds)
+
+    def _original(self, seed: int) -> Outcome:
+        """The original model measured on this seed's forget set: no unlearning, no time."""
+        world = self.world(seed)
+        return Outcome(evaluate_model(world.original, world.data, world.split), 0.0)
 
     def jobs(self, spec: UnlearnSpec, lr_scale: float) -> list[Job]:
         key = partial(reference_key, self.exp, self.data)
@@ -91,7 +102,7 @@ class VisionPlan:
                 seed=seed,
                 config=record_config(self.exp, spec, seed),
                 run=partial(self._unlearn, spec, seed),
-                references=(self._reference_id(seed),),
+                references=self._reference_ids(seed),
             )
             for seed in self.exp.seeds
         ]

@@ -1,0 +1,233 @@
+"""The paper's three claims, per method, decided by intervals (SPEC §3.4): against its
+shared-state Alternate baseline, does DO (or DO+) give a lower Gap, a lower Std across seeds,
+and less sensitivity to η_f?
+
+Each claim is a difference (setting − Alternate) resampled over seeds with a 95% bootstrap
+interval, the two settings paired by seed (the same forget set and RT):
+- Gap: the mean of per-seed gap differences at each setting's tuned η_f;
+- Std: the difference of Std (mean over metrics of the std across seeds), tuned η_f;
+- η_f sensitivity: the difference of Gap spreads (max − min) over the η_f multiples both ran.
+
+An interval below 0 reproduces the claim, above 0 contradicts it, and one containing 0
+leaves it unresolved, whatever the point estimates say.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dualoptim.bench.stats import Interval, bootstrap, mean_difference
+from dualoptim.bench.tables import Row, Summary
+from dualoptim.unlearn.task import Layout, is_failed
+
+#: The shared-state baseline each decoupled setting is compared with.
+BASELINE = "alternate"
+CHALLENGERS = ("dual", "dual_plus", "dual_8bit", "dual_plus_8bit")
+CLAIMS = ("Gap", "Std", "η_f sensitivity")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A run (its row label) against a baseline run of the same method on each claim (None:
+    not measurable, with ``notes`` saying why); ``better``: the direction each claim wants."""
+
+    method: str
+    run: str  # the challenger's row label
+    baseline: str  # the baseline's row label
+    intervals: Mapping[str, Interval | None]
+    notes: Mapping[str, str]
+    better: Mapping[str, str]
+
+    def verdict(self, claim: str) -> str:
+        interval = self.intervals[claim]
+        return "not resolved" if interval is None else interval.verdict(self.better[claim])
+
+
+def pairs(groups: Sequence[tuple[str | None, str | None, str]]) -> list[tuple[str, str, str]]:
+    """(method, challenger label, baseline label) for each decoupled run and each Alternate
+    run of the same method (there may be two: one step size, or η_f and η_r per phase);
+    ``groups``: (method, setting, label) of the runs."""
+    baselines = [(m, label) for m, setting, label in groups if setting == BASELINE]
+    return [
+        (m or "", label, base)
+        for m, setting, label in groups
+        if setting in CHALLENGERS
+        for bm, base in baselines
+        if bm == m
+    ]
+
+
+def claims(summary: Summary, metrics: Sequence[str]) -> list[Claim]:
+    """A :class:`Claim` per decoupled run and Alternate run of a method, both tuned."""
+    tuned = {row.group: row for row in summary.tuned()}
+    out = []
+    for method, label, base in pairs([(r.method, r.setting, r.group) for r in tuned.values()]):
+        found = {claim: measure(summary, tuned[label], tuned[base], metrics)
+                 for claim, measure in _MEASURES.items()}  # fmt: skip
+        intervals = {claim: interval for claim, (interval, _) in found.items()}
+        notes = {claim: note for claim, (_, note) in found.items()}
+        out.append(Claim(method, label, base, intervals, notes, dict.fromkeys(CLAIMS, "lower")))
+    return out
+
+
+#: A claim's interval (None: not measurable) and a note on what it was measured over.
+Outcome = tuple[Interval | None, str]
+
+
+def _common_seeds(rows: Sequence[Row]) -> list[int]:
+    shared = set(rows[0].seeds)
+    for row in rows[1:]:
+        shared &= set(row.seeds)
+    return sorted(shared)
+
+
+def _array(
+    summary: Summary, row: Row | None, seeds: list[int], metrics: Sequence[str]
+) -> np.ndarray:
+    """(seeds, metrics) values of ``row`` (RT when None) on ``seeds``."""
+    key = (summary.rt.group, None) if row is None else (row.group, row.lr_scale)
+    by_seed = summary.samples[key]
+    return np.array([[float(by_seed[s][m]) for m in metrics] for s in seeds])
+
+
+def _gap(summary: Summary, row: Row, base: Row, metrics: Sequence[str]) -> Outcome:
+    seeds = _common_seeds([row, base])
+    if len(seeds) < 2:
+        return None, f"{len(seeds)} common seed(s)"
+    rt = _array(summary, None, seeds, metrics)
+    a, b = _array(summary, row, seeds, metrics), _array(summary, base, seeds, metrics)
+    d = np.abs(a - rt).mean(1) - np.abs(b - rt).mean(1)  # per-seed gaps, paired
+    return bootstrap(lambda index: d[index].mean(1), len(seeds)), ""
+
+
+def _std(summary: Summary, row: Row, base: Row, metrics: Sequence[str]) -> Outcome:
+    seeds = _common_seeds([row, base])
+    if len(seeds) < 2:
+        return None, f"{len(seeds)} common seed(s)"
+    a, b = _array(summary, row, seeds, metrics), _array(summary, base, seeds, metrics)
+
+    def difference(index: np.ndarray) -> np.ndarray:
+        return a[index].std(1).mean(-1) - b[index].std(1).mean(-1)
+
+    return bootstrap(difference, len(seeds)), ""
+
+
+def _sensitivity(summary: Summary, row: Row, base: Row, metrics: Sequence[str]) -> Outcome:
+    grids = {}
+    for group in (row.group, base.group):
+        grids[group] = {
+            r.lr_scale: r for r in summary.complete() if r.group == group and r.failure is None
+        }
+    scales = sorted(set(grids[row.group]) & set(grids[base.group]))
+    if len(scales) < 2:
+        return None, f"{len(scales)} common η_f multiple(s)"
+    rows = [grids[g][s] for g in (row.group, base.group) for s in scales]
+    seeds = _common_seeds(rows)
+    if len(seeds) < 2:
+        return None, f"{len(seeds)} common seed(s)"
+    rt = _array(summary, None, seeds, metrics)
+    values = {g: [_array(summary, grids[g][s], seeds, metrics) for s in scales] for g in grids}
+
+    def spread(group: str, index: np.ndarray) -> np.ndarray:
+        reference = rt[index].mean(1)
+        gaps = np.stack([np.abs(v[index].mean(1) - reference).mean(-1) for v in values[group]])
+        return gaps.max(0) - gaps.min(0)
+
+    def difference(index: np.ndarray) -> np.ndarray:
+        return spread(row.group, index) - spread(base.group, index)
+
+    return bootstrap(difference, len(seeds)), f"η_f × {', '.join(f'{s:.3g}' for s in scales)}"
+
+
+Measure = Callable[[Summary, Row, Row, Sequence[str]], Outcome]
+_MEASURES: dict[str, Measure] = {"Gap": _gap, "Std": _std, "η_f sensitivity": _sensitivity}
+
+
+def claims_table(found: Sequence[Claim]) -> tuple[list[str], list[list[str]]]:
+    """(header, cells): per claim, the difference with its interval, and the verdict."""
+    names = list(found[0].intervals)
+    header = ["method", "run vs baseline"]
+    for claim in names:
+        arrow = "↓" if found[0].better[claim] == "lower" else "↑"
+        header += [f"Δ{claim.split()[0]} [95% CI]", f"{claim} {arrow}"]
+    cells = []
+    for c in found:
+        row = [c.method, f"{c.run} vs {c.baseline}"]
+        for claim in names:
+            interval = c.intervals[claim]
+            row += ["–" if interval is None else str(interval), _verdict_cell(c, claim)]
+        cells.append(row)
+    return header, cells
+
+
+def _verdict_cell(claim: Claim, name: str) -> str:
+    note = claim.notes[name]
+    verdict = claim.verdict(name)
+    return f"{verdict} ({note})" if note and claim.intervals[name] is None else verdict
+
+
+def claims_csv(found: Sequence[Claim]) -> str:
+    """One line per (method, setting, claim) with the numbers, for scripts."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(
+        ["method", "run", "baseline", "claim", "difference", "low", "high", "seeds", "verdict"]
+    )
+    for c in found:
+        for claim in c.intervals:
+            interval = c.intervals[claim]
+            numbers = (
+                ["", "", "", ""]
+                if interval is None
+                else [
+                    *(f"{v:.6g}" for v in (interval.value, interval.low, interval.high)),
+                    str(interval.seeds),
+                ]
+            )
+            writer.writerow([c.method, c.run, c.baseline, claim, *numbers, c.verdict(claim)])
+    return out.getvalue()
+
+
+def metric_claims(records: Sequence[Mapping[str, Any]], layout: Layout) -> list[Claim]:
+    """For tables without a Gap (TOFU, diffusion): each decoupled run against each Alternate
+    run of its method at every η_f multiple both ran, on the layout's ``headline`` metrics:
+    the mean of the paired differences (setting − Alternate) with its bootstrap interval.
+    The unit of pairing is a seed (and, with ``split_by``, a forgotten class of it)."""
+    if not layout.headline:
+        return []
+    by: dict[tuple[str, float], dict[tuple, Mapping[str, float]]] = defaultdict(dict)
+    kinds: dict[str, tuple[str | None, str | None]] = {}
+    for r in records:
+        if r["kind"] == "run" and not is_failed(r):
+            split = r["extra"][layout.split_by] if layout.split_by else None
+            by[(r["group"], r["lr_scale"])][(r["seed"], split)] = r["metrics"]
+            kinds[r["group"]] = (r.get("method"), r.get("setting"))
+    out = []
+    for method, label, base in pairs([(m, s, g) for g, (m, s) in kinds.items()]):
+        scales = {sc for g, sc in by if g == label} & {sc for g, sc in by if g == base}
+        for scale in sorted(scales):
+            a, b = by[(label, scale)], by[(base, scale)]
+            units = sorted(a.keys() & b.keys(), key=str)
+            intervals: dict[str, Interval | None] = {}
+            for column in layout.headline:
+                d = np.array([a[u][column.metric] - b[u][column.metric] for u in units])
+                intervals[column.label] = mean_difference(d) if len(units) >= 2 else None
+            note = f"{len(units)} paired seed(s)" if len(units) < 2 else ""
+            out.append(
+                Claim(
+                    method,
+                    f"{label} at η_f ×{scale:g}",
+                    base,
+                    intervals,
+                    dict.fromkeys(intervals, note),
+                    {c.label: c.better or "higher" for c in layout.headline},
+                )
+            )
+    return out
