@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import copy
 import cProfile
-import datetime as dt
 import gc
 import io
 import pstats
@@ -59,7 +58,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor, nn
 
-from dualoptim.bench.records import environment
+from dualoptim.bench.records import benchmark_header
 from dualoptim.config import load_config
 from dualoptim.io import write_json
 from dualoptim.optim import ObjectiveOptimizer
@@ -481,11 +480,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.profile:
             profiles[name] = profile_engine(work, cycles)
     data = {
-        "benchmark": "engine_overhead",
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "argv": sys.argv,
-        "wall_seconds": time.perf_counter() - started,
-        "environment": environment(),
+        **benchmark_header("engine_overhead", started),
         "settings": {
             "repeats": args.repeats,
             "threads": args.threads,

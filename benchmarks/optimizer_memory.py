@@ -35,7 +35,6 @@ Run: .venv/bin/python benchmarks/optimizer_memory.py
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gc
 import importlib.metadata
 import json
@@ -55,7 +54,7 @@ from rich.table import Table
 from torch import Tensor, nn
 from torch.distributed.tensor import DTensor
 
-from dualoptim.bench.records import environment
+from dualoptim.bench.records import benchmark_header
 from dualoptim.io import write_json
 from dualoptim.optim import ObjectiveOptimizer
 from dualoptim.optim.dual import DEFAULT_FORGET, DEFAULT_RETAIN
@@ -417,16 +416,9 @@ def main(argv: list[str] | None = None) -> None:
     single = measure_all(sharded=False, log=console.print)
     console.print(f"{WORLD_SIZE} ranks under FSDP2 (torchrun, gloo)…")
     cells = merge(single, two_ranks())
-    env = environment()
-    env["packages"] |= {
-        name: importlib.metadata.version(name) for name in ("transformers", "bitsandbytes")
-    }
+    extra = {name: importlib.metadata.version(name) for name in ("transformers", "bitsandbytes")}
     data = {
-        "benchmark": "optimizer_memory",
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "argv": sys.argv,
-        "wall_seconds": time.perf_counter() - started,
-        "environment": env,
+        **benchmark_header("optimizer_memory", started, packages=extra),
         "recipe": {
             "model": {"LlamaConfig": SMOLLM2_135M, "init": "random (torch.manual_seed(0))"},
             "variants": {

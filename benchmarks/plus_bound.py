@@ -19,18 +19,16 @@ Run: .venv/bin/python benchmarks/plus_bound.py [--seeds 0 1 2] [--cache-dir DIR]
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import importlib.metadata
 import sys
 import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import torch
 from rich.console import Console
 from rich.table import Table
 
+from dualoptim.bench.records import benchmark_header
 from dualoptim.bench.stats import gap_and_std
 from dualoptim.config import from_dict, merge, read_config
 from dualoptim.io import write_json
@@ -147,14 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     results = run(exp, console)
     data = {
-        "benchmark": "plus_bound",
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "argv": sys.argv,
-        "wall_seconds": time.perf_counter() - started,
-        "versions": {
-            "dualoptim": importlib.metadata.version("dualoptim"),
-            "torch": torch.__version__,
-        },
+        **benchmark_header("plus_bound", started),
         "recipe": {
             "name": "digits named config, DO+ rows of fashion-mnist.yaml",
             "data": exp.data.name,

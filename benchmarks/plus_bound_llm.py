@@ -15,8 +15,6 @@ Run: .venv/bin/python benchmarks/plus_bound_llm.py [--tofu ../shared/data/tofu]
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import importlib.metadata
 import sys
 import time
 from dataclasses import replace
@@ -24,10 +22,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import torch
 from rich.console import Console
 from rich.table import Table
 
+from dualoptim.bench.records import benchmark_header
 from dualoptim.config import from_dict, merge, read_config
 from dualoptim.io import write_json
 from dualoptim.tasks.llm.config import LLMExperiment
@@ -96,14 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     results = run(exp, console)
     data = {
-        "benchmark": "plus_bound_llm",
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "argv": sys.argv,
-        "wall_seconds": time.perf_counter() - started,
-        "versions": {
-            "dualoptim": importlib.metadata.version("dualoptim"),
-            "torch": torch.__version__,
-        },
+        **benchmark_header("plus_bound_llm", started),
         "recipe": {
             "name": "mini-tofu named config, its me+gd dual_plus run, seed 0",
             "data": "TOFU forget01 (real), retain_rows 160, eval limit 30",

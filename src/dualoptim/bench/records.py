@@ -15,6 +15,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
 from importlib import metadata
@@ -44,6 +45,23 @@ def environment() -> dict[str, Any]:
     static = _static_environment()
     machine = {**static["machine"], "torch_threads": torch.get_num_threads()}
     return {**static, "machine": machine, "launch": launch()}
+
+
+def benchmark_header(
+    name: str, started: float, packages: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The first keys of a benchmark script's JSON: what ran, when, how long since
+    ``started`` (``time.perf_counter()``), and :func:`environment` with the versions of any
+    other ``packages`` the benchmark measures."""
+    env = environment()
+    env["packages"] = {**env["packages"], **(packages or {})}
+    return {
+        "benchmark": name,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "argv": sys.argv,
+        "wall_seconds": time.perf_counter() - started,
+        "environment": env,
+    }
 
 
 @cache
