@@ -170,7 +170,17 @@ CASES = {
     "--extend on a task without a Gap": (
         {},
         ["bench", "--config", "tofu-tiny", "--out", "out", "--extend", "2"],
-        r"--extend moves η_f toward the lowest Gap to a reference; llm tables have no Gap",
+        r"llm tables have no Gap to tune η_f on: --extend and --tuned-seeds need one",
+    ),
+    "--tuned-seeds on a task without a Gap": (
+        {},
+        ["bench", "--config", "tofu-tiny", "--out", "out", "--tuned-seeds", "4"],
+        r"llm tables have no Gap to tune η_f on: --extend and --tuned-seeds need one",
+    ),
+    "--tuned-seeds below the config's seeds": (
+        {},
+        ["bench", "--config", "digits", "--out", "out", "--tuned-seeds", "2"],
+        r"--tuned-seeds 2 is fewer than the config's 3 seeds",
     ),
     "cache_dir where a file is": (
         {"cachefile": b"a file, not a folder\n"},

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from dualoptim.bench import task_report
 from dualoptim.bench.records import RecordStore
-from dualoptim.bench.sweeps import sweep
+from dualoptim.bench.sweeps import scaled, sweep
 from dualoptim.cli import main
 from dualoptim.config import ConfigError, to_dict
 from dualoptim.io import fingerprint, record_id
@@ -315,3 +315,76 @@ def test_the_grid_extends_by_x3_steps_until_the_best_eta_has_neighbours_or_the_c
     assert {r["lr_scale"] for r in single if r["kind"] == "run"} == {1.0}  # extend=0: the grid
     task_report.rebuild(tmp_path / "single")
     assert "(only one tried)" in (tmp_path / "single" / "report.md").read_text()
+
+
+def test_tuned_seeds_run_the_tuned_eta_again_on_new_seeds_and_tuning_keeps_its_seeds(
+    toy: ToyTask, tmp_path: Path
+) -> None:
+    """--tuned-seeds 4 on seeds (0, 1): each tuned η_f runs on seeds 2 and 3 too, with their
+    references; tuning, its Gaps and the sensitivity stay on seeds 0 and 1 (the same η_f as
+    without the new seeds), the main table's tuned rows are over all four."""
+    from dualoptim.bench.stats import gap_and_std
+    from dualoptim.bench.tables import summarize
+
+    metrics = ToyTask.layout.metrics
+    grid = [1 / 3, 1.0, 3.0]
+    plain = summarize(sweep(ToyConfig(), tmp_path / "plain", grid), metrics)
+    toy.made.clear()
+    records = sweep(ToyConfig(), tmp_path / "more", grid, tuned_seeds=4)
+    summary = summarize(records, metrics)
+    rt = summary.samples[("RT", None)]
+    expected = {row.group: row.lr_scale for row in plain.tuned()}
+    tuned = {row.group: row for row in summary.tuned()}
+    assert {g: row.lr_scale for g, row in tuned.items()} == expected
+    assert sorted(toy.made) == sorted(  # the grid on seeds 0, 1, then only the tuned η_f
+        [(g, scaled(0.02, s), seed) for g in expected for s in grid for seed in (0, 1)]
+        + [(g, scaled(0.02, s), seed) for g, s in expected.items() for seed in (2, 3)]
+    )
+    assert {r["seed"] for r in records if r["kind"] == "reference"} == {0, 1, 2, 3}
+    for group, row in tuned.items():
+        assert row.seeds == (0, 1, 2, 3)
+        assert summary.tuning_seeds(group) == {0, 1}
+        runs = summary.samples[(group, row.lr_scale)]
+        two, four = (
+            gap_and_std([runs[s] for s in seeds], [rt[s] for s in seeds], metrics)[0]
+            for seeds in (range(2), range(4))
+        )
+        assert summary.tuning_gap(row) == two != row.gap == four
+        assert summary.tuning_gap(row) == pytest.approx(
+            next(r.gap for r in plain.tuned() if r.group == group), rel=1e-4
+        )
+    assert summary.sensitivity().keys() == plain.sensitivity().keys()
+    for group, gaps in summary.sensitivity().items():
+        assert gaps == pytest.approx(plain.sensitivity()[group], rel=1e-4)
+    assert summary.confirmed() == list(tuned.values())
+    task_report.rebuild(tmp_path / "more")
+    assert (
+        "η_f was tuned on seeds 0, 1; the tuned rows ran again"
+        in (tmp_path / "more" / "report.md").read_text()
+    )
+    toy.made.clear()
+    sweep(ToyConfig(), tmp_path / "more", grid, tuned_seeds=4)
+    assert toy.made == []  # read back
+
+
+def test_a_scale_still_running_is_not_complete_and_tuning_seeds_prefer_the_larger_set() -> None:
+    """Tuning seeds: the seed set most scales ran (a tie goes to the larger set)."""
+    from dualoptim.bench.tables import summarize
+
+    def record(kind: str, seed: int, scale: float | None, value: float) -> dict[str, Any]:
+        return {
+            "kind": kind, "group": "g" if kind == "run" else "RT", "seed": seed,
+            "lr_scale": scale, "metrics": {"m": value}, "seconds": 1.0, "config": {},
+        }  # fmt: skip
+
+    rt = [record("reference", s, None, 0.0) for s in range(3)]
+    runs = [record("run", s, 1.0, 1.0) for s in range(3)] + [record("run", 0, 3.0, 0.1)]
+    summary = summarize(rt + runs, ["m"])
+    assert summary.tuning_seeds("g") == {0, 1, 2}
+    assert [row.lr_scale for row in summary.complete()] == [1.0]
+    runs += [record("run", s, 1 / 3, 2.0) for s in (0, 1)] + [record("run", 1, 3.0, 0.1)]
+    summary = summarize(rt + runs, ["m"])
+    assert summary.tuning_seeds("g") == {0, 1}  # two scales ran 0 and 1
+    assert sorted(row.lr_scale for row in summary.complete()) == [1 / 3, 1.0, 3.0]
+    assert [row.lr_scale for row in summary.tuned()] == [3.0]
+    assert summary.tuning_gap(summary.tuned()[0]) == pytest.approx(0.1)

@@ -153,15 +153,10 @@ def _sweep(args: argparse.Namespace) -> int:
             f"tune picks the η_f of the lowest Gap to a reference; {task.name} tables have no "
             "Gap: use bench --grid"
         )
-    grid, extend = getattr(args, "grid", [1.0]), getattr(args, "extend", 0)
-    if extend and task.layout.gap_to is None:
-        raise ValueError(
-            f"--extend moves η_f toward the lowest Gap to a reference; {task.name} tables have "
-            "no Gap: give the grid you want with --grid"
-        )
     sweep(
-        config, out, grid, absolute=tune, progress=True, retry_failed=args.retry_failed,
-        extend=extend,
+        config, out, getattr(args, "grid", [1.0]), absolute=tune, progress=True,
+        retry_failed=args.retry_failed, extend=getattr(args, "extend", 0),
+        tuned_seeds=getattr(args, "tuned_seeds", 0),
     )  # fmt: skip
     if not is_main():  # in a multi-process run the first process reports
         return 0
@@ -253,6 +248,14 @@ def _add_vision(subparsers: argparse._SubParsersAction) -> None:
                 metavar="N",
                 help="up to N rounds of one more ×3 η_f step past each best η_f at the grid's "
                 "edge, so that the tuned η_f has run neighbours (SPEC §3.4; default 0)",
+            )
+            parser.add_argument(
+                "--tuned-seeds",
+                type=_at_least(0),
+                default=0,
+                metavar="N",
+                help="then run each tuned η_f on new seeds (after the config's) until it has N: "
+                "the main table and claims get N seeds, η_f stays tuned on the config's",
             )
         handler = _sweep if command in ("unlearn", "bench", "tune") else _models
         parser.set_defaults(handler=handler, command=command)

@@ -108,6 +108,10 @@ def timing_note(records: Iterable[Mapping[str, Any]]) -> str | None:
     )
 
 
+def _seed_list(seeds: Iterable[int]) -> str:
+    return ", ".join(map(str, sorted(seeds)))
+
+
 def write_report(
     records: Sequence[Mapping[str, Any]],
     out_dir: Path,
@@ -136,6 +140,14 @@ def write_report(
             "edge of the η_f this sweep ran, so its records do not show it is the best: a tuned "
             "η_f needs run neighbours on both sides (SPEC §3.4). `bench --extend N` adds ×3 "
             "steps past such an edge until the best η_f has them.\n"
+        )
+    confirmed = summary.confirmed()
+    if confirmed:
+        tuning = _seed_list(summary.tuning_seeds(confirmed[0].group))
+        parts.append(
+            f"\nη_f was tuned on seeds {tuning}; the tuned rows ran again on new seeds "
+            f"(`bench --tuned-seeds`; seeds column): their numbers and the claims are over all "
+            f"their seeds, the new ones out of sample. Sensitivity compares seeds {tuning}.\n"
         )
     if summary.baselines:
         parts.append(

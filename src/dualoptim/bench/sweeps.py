@@ -39,6 +39,11 @@ def scaled(eta: float, scale: float) -> float:
     return float(f"{eta * scale:.12g}")
 
 
+def at_scale(spec: RunSpec, scale: float) -> RunSpec:
+    """``spec`` with its η_f multiplied by ``scale``."""
+    return replace(spec, forget_lr=scaled(spec.effective_forget_lr, scale))
+
+
 def at_grid(
     runs: Sequence[RunSpec], grid: Sequence[float], absolute: bool = False
 ) -> list[tuple[RunSpec, float]]:
@@ -141,16 +146,28 @@ def sweep(
     progress: bool = False,
     retry_failed: bool = False,
     extend: int = 0,
+    tuned_seeds: int = 0,
 ) -> list[dict[str, Any]]:
     """Run (or read back) every run of ``config`` (of the task its ``task`` names) at each
     grid point; returns the reference records, then the run records.
 
     With ``out_dir``, records go to ``out_dir/records`` (and the store under the config's
     ``cache_dir``): recorded runs are not redone, failed ones (diverged, out of memory) only
-    with ``retry_failed``. ``extend`` (tasks with a Gap, SPEC §3.4): up to that many rounds
-    of one more ×3 step past each best η_f that sits at its grid's edge."""
+    with ``retry_failed``. Tasks with a Gap (SPEC §3.4): ``extend``, up to that many rounds
+    of one more ×3 step past each best η_f that sits at its grid's edge; then
+    ``tuned_seeds``, each tuned η_f run again on new seeds (after the config's) until it
+    has that many, for a main table and claims on more seeds than tuning needed."""
     lr_grid(grid)  # the grid is checked before anything is read or trained
     task = registry.get(config.task)
+    if (extend or tuned_seeds) and task.layout.gap_to is None:
+        raise ValueError(
+            f"{task.name} tables have no Gap to tune η_f on: --extend and --tuned-seeds need "
+            "one; give the grid and seeds you want instead"
+        )
+    if 0 < tuned_seeds < len(config.seeds):
+        raise ValueError(
+            f"--tuned-seeds {tuned_seeds} is fewer than the config's {len(config.seeds)} seeds"
+        )
     plan = task.plan(config, out_dir, progress)
     store = open_store(out_dir, plan.store_config(), plan.fingerprint)
     grid = grid if absolute else match_grid(store, grid)
@@ -178,11 +195,16 @@ def sweep(
     runs = run_all(todo)
     for id in references:  # references no run is compared with are recorded too
         reference(id)
-    for _ in range(extend if task.layout.gap_to is not None else 0):
+    for _ in range(extend):
         beyond = past_edges(task, plan, config.runs, [*made.values(), *runs])
         if not beyond:
             break
         runs += run_all(beyond)
+    if tuned_seeds > len(config.seeds):
+        more = replace(config, seeds=new_seeds(config.seeds, tuned_seeds))
+        more = task.plan(more, out_dir, progress)
+        references.update((ref.id, ref) for ref in more.references())
+        runs += run_all(at_tuned(task, more, config.runs, [*made.values(), *runs]))
     note_failures(runs)
     return [*(made[id] for id in references), *runs]
 
@@ -199,9 +221,27 @@ def past_edges(
         spec = by_label.get(row.group)
         for side in summary.edges(row) if spec is not None else ():
             scale = scaled(row.lr_scale, 1 / 3 if side == "lowest" else 3)
-            at = replace(spec, forget_lr=scaled(spec.effective_forget_lr, scale))
-            jobs += plan.jobs(at, scale)
+            jobs += plan.jobs(at_scale(spec, scale), scale)
     return sorted(jobs, key=lambda j: (j.lr_scale, j.seed))
+
+
+def new_seeds(seeds: Sequence[int], total: int) -> tuple[int, ...]:
+    """The seeds after ``seeds`` that bring them to ``total``."""
+    return tuple(range(max(seeds) + 1, max(seeds) + 1 + total - len(seeds)))
+
+
+def at_tuned(
+    task: Task, plan: Plan, specs: Sequence[RunSpec], records: Sequence[Mapping[str, Any]]
+) -> list[Job]:
+    """``plan``'s jobs (its seeds) of each run at its tuned η_f, seed by seed."""
+    summary = summarize(records, task.layout.metrics, task.layout.gap_to)
+    by_label = {spec.label: spec for spec in specs}
+    jobs = []
+    for row in summary.tuned():
+        spec = by_label.get(row.group)
+        if spec is not None:
+            jobs += plan.jobs(at_scale(spec, row.lr_scale), row.lr_scale)
+    return sorted(jobs, key=lambda j: (j.seed, j.group))
 
 
 def _reference(task: Task, ref: Reference, plan: Plan) -> dict[str, Any]:

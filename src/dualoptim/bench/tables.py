@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,23 +57,43 @@ class Summary:
     samples: Mapping[tuple[str, float | None], Mapping[int, Mapping[str, float]]] = field(
         default_factory=dict
     )
+    metrics: tuple[str, ...] = ()  # what Gap and Std are taken over
+
+    def tuning_seeds(self, group: str) -> frozenset[int]:
+        """The seeds a group's η_f scales are compared on: the seed set most of its scales
+        ran (on a tie the larger). A scale still running has fewer; a tuned η_f run again on
+        more seeds (``bench --tuned-seeds``) keeps being compared on these."""
+        counts = Counter(frozenset(row.seeds) for row in self.rows if row.group == group)
+        return max(counts, key=lambda seeds: (counts[seeds], len(seeds), sorted(seeds)))
 
     def complete(self) -> list[Row]:
-        """The rows with as many seeds as their group's best-covered scale: a scale whose
-        seeds have not all run yet takes no part in tuning or sensitivity."""
-        most: dict[str, int] = {}
-        for row in self.rows:
-            most[row.group] = max(most.get(row.group, 0), len(row.seeds))
-        return [row for row in self.rows if len(row.seeds) == most[row.group]]
+        """The rows that ran all their group's tuning seeds: a scale whose seeds have not all
+        run yet takes no part in tuning or sensitivity."""
+        tuning = {group: self.tuning_seeds(group) for group in {row.group for row in self.rows}}
+        return [row for row in self.rows if tuning[row.group] <= set(row.seeds)]
+
+    def tuning_gap(self, row: Row) -> float:
+        """``row``'s Gap on its group's tuning seeds: what tuning and sensitivity compare
+        (the row's own Gap, over all its seeds, when those are the tuning seeds)."""
+        seeds = sorted(self.tuning_seeds(row.group))
+        if row.failure is not None or list(row.seeds) == seeds:
+            return row.gap
+        runs, rt = self.samples[(row.group, row.lr_scale)], self.samples[(self.rt.group, None)]
+        return gap_and_std([runs[s] for s in seeds], [rt[s] for s in seeds], self.metrics)[0]
 
     def tuned(self) -> list[Row]:
-        """Per group, the complete row of the η_f scale with the lowest Gap (SPEC §1.3); a
-        scale where a seed failed takes no part."""
-        best: dict[str, Row] = {}
+        """Per group, the complete row of the η_f scale with the lowest Gap on the tuning
+        seeds (SPEC §1.3); a scale where a seed failed takes no part."""
+        best: dict[str, tuple[float, Row]] = {}
         for row in self.complete():
-            if row.failure is None and (row.group not in best or row.gap < best[row.group].gap):
-                best[row.group] = row
-        return list(best.values())
+            gap = self.tuning_gap(row)
+            if row.failure is None and (row.group not in best or gap < best[row.group][0]):
+                best[row.group] = (gap, row)
+        return [row for _, row in best.values()]
+
+    def confirmed(self) -> list[Row]:
+        """The tuned rows run on more seeds than they were tuned on."""
+        return [r for r in self.tuned() if len(r.seeds) > len(self.tuning_seeds(r.group))]
 
     def main_rows(self) -> list[Row]:
         """The main table: each group's tuned row, or, for a group failed at every scale, its
@@ -104,11 +124,13 @@ class Summary:
         return [self.rt, *self.baselines, *self.main_rows()]
 
     def sensitivity(self) -> dict[str, dict[float, float | str]]:
-        """Gap by η_f scale for each group run (completely) at more than one scale; at a
-        scale where a seed failed, what stopped it."""
+        """Gap (on the tuning seeds) by η_f scale for each group run (completely) at more
+        than one scale; at a scale where a seed failed, what stopped it."""
         gaps: dict[str, dict[float, float | str]] = defaultdict(dict)
         for row in self.complete():
-            gaps[row.group][row.lr_scale] = row.gap if row.failure is None else row.failure
+            gaps[row.group][row.lr_scale] = (
+                self.tuning_gap(row) if row.failure is None else row.failure
+            )
         return {g: dict(sorted(by.items())) for g, by in gaps.items() if len(by) > 1}
 
 
@@ -166,7 +188,7 @@ def summarize(
         compared(f"{key[0]} at η_f ×{key[1]:g}", runs[key])
         for key in sorted(runs, key=lambda k: record_order(runs[k][0]))
     ]
-    return Summary(rt, tuple(rows), baselines, samples)
+    return Summary(rt, tuple(rows), baselines, samples, tuple(metrics))
 
 
 def experiment(config: Mapping[str, Any]) -> dict[str, Any]:
