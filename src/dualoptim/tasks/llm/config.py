@@ -68,7 +68,7 @@ class ModelSpec:
     dtype: Literal["float32", "bfloat16"] = "float32"
     prompt: PromptFormat = field(default_factory=PromptFormat)
     tiny: TinySpec = field(default_factory=TinySpec)
-    lora: LoraSpec | None = None  # None: unlearning trains every weight
+    lora: LoraSpec | None = new_option()  # None: unlearning trains every weight
 
     @property
     def finetuned(self) -> dict[str, Any]:
@@ -180,7 +180,7 @@ class LLMExperiment:
     finetune: FinetuneRecipe = field(default_factory=FinetuneRecipe)
     eval: EvalOptions = field(default_factory=EvalOptions)
     embedder: str | None = None  # Closer-Look cosine: "minilm" (offline copy), a Hub id, or none
-    entailment: str | None = None  # Closer-Look entailment: NLI model (Hub id or folder), or none
+    entailment: str | None = new_option()  # Closer-Look entailment: NLI model (Hub id or folder)
     runs: tuple[LLMUnlearnSpec, ...] = (LLMUnlearnSpec("me+gd", "alternate"), LLMUnlearnSpec())
     seeds: tuple[int, ...] = (0,)
     cache_dir: str = "results/cache/llm"

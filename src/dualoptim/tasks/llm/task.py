@@ -48,18 +48,6 @@ SAMPLES = 3  # forget-split generations kept per record, for the report
 MODEL_COLUMNS = ("forget_quality", "model_utility", "forget/rouge", "retain/rouge", "UFE", "MU")
 
 
-def _record_config(exp: LLMExperiment, run: LLMUnlearnSpec | None, seed: int) -> dict[str, Any]:
-    """A record's config; ``model.lora`` and ``entailment`` only when set. Records made before
-    they existed have no such keys, and a folder's records (and the runs found in the cache's
-    store) must read as one experiment with those of today's configs without them."""
-    config = record_config(exp, run, seed)
-    if exp.model.lora is None:
-        del config["model"]["lora"]
-    if exp.entailment is None:
-        del config["entailment"]
-    return config
-
-
 def _lora_note(model: Mapping[str, Any]) -> str:
     """What a LoRA experiment's runs trained, for the report's first lines."""
     lora = model.get("lora")
@@ -88,13 +76,13 @@ class LLMPlan:
         return self.world.fingerprint
 
     def store_config(self) -> dict[str, Any]:
-        return _record_config(self.exp, None, 0)
+        return record_config(self.exp, None, 0)
 
     def _reference_id(self, name: str) -> str:
         return record_id("llm-reference", self.world.key, name)
 
     def references(self) -> list[Reference]:
-        config = _record_config(self.exp, None, 0)
+        config = record_config(self.exp, None, 0)
         return [
             Reference(
                 self._reference_id(name),
@@ -127,7 +115,7 @@ class LLMPlan:
                 lr_scale=lr_scale,
                 forget_lr=spec.effective_forget_lr,
                 seed=seed,
-                config=_record_config(self.exp, spec, seed),
+                config=record_config(self.exp, spec, seed),
                 run=partial(self._unlearn, spec, seed),
                 references=tuple(self._reference_id(name) for name in LAYOUT.references),
             )
