@@ -2,8 +2,9 @@
 # The LLM benchmark of record (docs/llm.md): mini-TOFU, real TOFU data with
 # SmolLM2-135M-Instruct on CPU, every run of configs/llm/mini-tofu.yaml (Alternate with one
 # η and per phase) at the paper's step size ×1, ×3 and ×10, seeds 0-2 (issue 16). About
-# 15 h on 2 cores (the 8-bit DO+ run is 45 min of each 1.7 h seed × multiple); records are
-# written as runs finish and a rerun skips them, so it can run in pieces. Records, report.md
+# 8 h on 2 idle cores (~50 min per seed and multiple, ~20 min per seed for the target and
+# retain models); records are written as runs finish and a rerun skips them, so it can run
+# in pieces. Records, report.md
 # and table.csv go to results/benchmarks/mini-tofu.
 # Usage: benchmarks/mini_tofu.sh [TOFU_DIR] [key=value ...]   (default TOFU_DIR: ../shared/data/tofu)
 set -euo pipefail
