@@ -7,6 +7,7 @@ setting, ascends the forget rows' error while descending the retain rows'."""
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -323,6 +324,7 @@ def test_tuned_seeds_run_the_tuned_eta_again_on_new_seeds_and_tuning_keeps_its_s
     """--tuned-seeds 4 on seeds (0, 1): each tuned η_f runs on seeds 2 and 3 too, with their
     references; tuning, its Gaps and the sensitivity stay on seeds 0 and 1 (the same η_f as
     without the new seeds), the main table's tuned rows are over all four."""
+    from dualoptim.bench.claims import claims
     from dualoptim.bench.stats import gap_and_std
     from dualoptim.bench.tables import summarize
 
@@ -358,10 +360,18 @@ def test_tuned_seeds_run_the_tuned_eta_again_on_new_seeds_and_tuning_keeps_its_s
         assert gaps == pytest.approx(plain.sensitivity()[group], rel=1e-4)
     assert summary.confirmed() == list(tuned.values())
     task_report.rebuild(tmp_path / "more")
-    assert (
-        "η_f was tuned on seeds 0, 1; the tuned rows ran again"
-        in (tmp_path / "more" / "report.md").read_text()
-    )
+    report = (tmp_path / "more" / "report.md").read_text()
+    assert "η_f was tuned on seeds 0, 1; the tuned rows ran again" in report
+    assert "## Claims out of sample (seeds 2, 3)" in report
+    assert summary.new_seeds() == (2, 3)
+    (inside,) = claims(summary, metrics, (2, 3))
+    assert set(inside.intervals) == {"Gap", "Std"}
+    assert all(interval.seeds == 2 for interval in inside.intervals.values())
+    (everything,) = claims(summary, metrics)
+    assert everything.intervals["Gap"].seeds == 4
+    assert everything.intervals["η_f sensitivity"].seeds == 2  # the grid ran seeds 0, 1
+    rows = list(csv.DictReader((tmp_path / "more" / "claims_out_of_sample.csv").open()))
+    assert [(r["claim"], r["seeds"]) for r in rows] == [("Gap", "2"), ("Std", "2")]
     toy.made.clear()
     sweep(ToyConfig(), tmp_path / "more", grid, tuned_seeds=4)
     assert toy.made == []  # read back

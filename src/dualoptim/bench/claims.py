@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,16 +64,22 @@ def pairs(groups: Sequence[tuple[str | None, str | None, str]]) -> list[tuple[st
     ]
 
 
-def claims(summary: Summary, metrics: Sequence[str]) -> list[Claim]:
-    """A :class:`Claim` per decoupled run and Alternate run of a method, both tuned."""
+def claims(
+    summary: Summary, metrics: Sequence[str], seeds: Collection[int] | None = None
+) -> list[Claim]:
+    """A :class:`Claim` per decoupled run and Alternate run of a method, both tuned. With
+    ``seeds`` (the tuned rows' out-of-sample seeds, :meth:`Summary.new_seeds`), the Gap and
+    Std claims on those seeds alone."""
     tuned = {row.group: row for row in summary.tuned()}
+    measures = _MEASURES if seeds is None else {c: _MEASURES[c] for c in ("Gap", "Std")}
+    within = set(seeds) if seeds is not None else None
     out = []
     for method, label, base in pairs([(r.method, r.setting, r.group) for r in tuned.values()]):
-        found = {claim: measure(summary, tuned[label], tuned[base], metrics)
-                 for claim, measure in _MEASURES.items()}  # fmt: skip
+        found = {claim: measure(summary, tuned[label], tuned[base], metrics, within)
+                 for claim, measure in measures.items()}  # fmt: skip
         intervals = {claim: interval for claim, (interval, _) in found.items()}
         notes = {claim: note for claim, (_, note) in found.items()}
-        out.append(Claim(method, label, base, intervals, notes, dict.fromkeys(CLAIMS, "lower")))
+        out.append(Claim(method, label, base, intervals, notes, dict.fromkeys(measures, "lower")))
     return out
 
 
@@ -81,8 +87,8 @@ def claims(summary: Summary, metrics: Sequence[str]) -> list[Claim]:
 Outcome = tuple[Interval | None, str]
 
 
-def _common_seeds(rows: Sequence[Row]) -> list[int]:
-    shared = set(rows[0].seeds)
+def _common_seeds(rows: Sequence[Row], within: set[int] | None = None) -> list[int]:
+    shared = set(rows[0].seeds) if within is None else within & set(rows[0].seeds)
     for row in rows[1:]:
         shared &= set(row.seeds)
     return sorted(shared)
@@ -97,8 +103,10 @@ def _array(
     return np.array([[float(by_seed[s][m]) for m in metrics] for s in seeds])
 
 
-def _gap(summary: Summary, row: Row, base: Row, metrics: Sequence[str]) -> Outcome:
-    seeds = _common_seeds([row, base])
+def _gap(
+    summary: Summary, row: Row, base: Row, metrics: Sequence[str], within: set[int] | None
+) -> Outcome:
+    seeds = _common_seeds([row, base], within)
     if len(seeds) < 2:
         return None, f"{len(seeds)} common seed(s)"
     rt = _array(summary, None, seeds, metrics)
@@ -107,8 +115,10 @@ def _gap(summary: Summary, row: Row, base: Row, metrics: Sequence[str]) -> Outco
     return bootstrap(lambda index: d[index].mean(1), len(seeds)), ""
 
 
-def _std(summary: Summary, row: Row, base: Row, metrics: Sequence[str]) -> Outcome:
-    seeds = _common_seeds([row, base])
+def _std(
+    summary: Summary, row: Row, base: Row, metrics: Sequence[str], within: set[int] | None
+) -> Outcome:
+    seeds = _common_seeds([row, base], within)
     if len(seeds) < 2:
         return None, f"{len(seeds)} common seed(s)"
     a, b = _array(summary, row, seeds, metrics), _array(summary, base, seeds, metrics)
@@ -119,7 +129,15 @@ def _std(summary: Summary, row: Row, base: Row, metrics: Sequence[str]) -> Outco
     return bootstrap(difference, len(seeds)), ""
 
 
-def _sensitivity(summary: Summary, row: Row, base: Row, metrics: Sequence[str]) -> Outcome:
+def _sensitivity(
+    summary: Summary,
+    row: Row,
+    base: Row,
+    metrics: Sequence[str],
+    within: set[int] | None,  # noqa: ARG001
+) -> Outcome:
+    """Measured on the seeds every multiple of both ran (the tuning seeds), whatever
+    ``within`` says: the grid never ran the tuned rows' extra seeds."""
     grids = {}
     for group in (row.group, base.group):
         grids[group] = {
@@ -146,7 +164,7 @@ def _sensitivity(summary: Summary, row: Row, base: Row, metrics: Sequence[str]) 
     return bootstrap(difference, len(seeds)), f"η_f × {', '.join(f'{s:.3g}' for s in scales)}"
 
 
-Measure = Callable[[Summary, Row, Row, Sequence[str]], Outcome]
+Measure = Callable[[Summary, Row, Row, Sequence[str], set[int] | None], Outcome]
 _MEASURES: dict[str, Measure] = {"Gap": _gap, "Std": _std, "η_f sensitivity": _sensitivity}
 
 

@@ -108,6 +108,10 @@ def timing_note(records: Iterable[Mapping[str, Any]]) -> str | None:
     )
 
 
+#: The claims tables' CSV files in a report folder.
+CLAIMS_CSV, OUT_OF_SAMPLE_CSV = "claims.csv", "claims_out_of_sample.csv"
+
+
 def _seed_list(seeds: Iterable[int]) -> str:
     return ", ".join(map(str, sorted(seeds)))
 
@@ -180,6 +184,7 @@ def write_report(
         }
         plot_sensitivity(numbers, out_dir / "sensitivity.png")
     parts.append(claims_section(claims(summary, metrics), out_dir))
+    parts.append(out_of_sample_section(summary, metrics, out_dir))
     chosen = {(row.group, row.lr_scale) for row in tuned}
     shown = [
         r for r in records if r["kind"] == "reference" or (r["group"], r["lr_scale"]) in chosen
@@ -216,7 +221,7 @@ def claims_section(found: Sequence[Claim], out_dir: Path) -> str:
     claims.csv; nothing when the records hold no comparison."""
     if not found:
         return ""
-    _write_text(out_dir / "claims.csv", claims_csv(found))
+    _write_text(out_dir / CLAIMS_CSV, claims_csv(found))
     header, cells = claims_table(found)
     gap = "Gap" in found[0].intervals
     what = (
@@ -234,6 +239,22 @@ def claims_section(found: Sequence[Claim], out_dir: Path) -> str:
         f"seeds ({RESAMPLES:,} resamples). A claim is reproduced when its interval lies on "
         "the better side of 0, contradicted when on the other, and otherwise not resolved, "
         "whatever the point estimate.\n\n" + markdown(header, cells)
+    )
+
+
+def out_of_sample_section(summary: Summary, metrics: Sequence[str], out_dir: Path) -> str:
+    """The Gap and Std claims on the tuned rows' seeds that η_f was not tuned on
+    (``bench --tuned-seeds``), and claims_out_of_sample.csv; nothing without such seeds."""
+    seeds = summary.new_seeds()
+    found = claims(summary, metrics, seeds) if seeds else []
+    if not found:
+        return ""
+    _write_text(out_dir / OUT_OF_SAMPLE_CSV, claims_csv(found))
+    return (
+        f"\n## Claims out of sample (seeds {_seed_list(seeds)})\n\n"
+        "The Gap and Std claims again, on the seeds the tuned rows ran after η_f was chosen "
+        "on the others: no selection favours either setting there.\n\n"
+        + markdown(*claims_table(found))
     )
 
 

@@ -95,6 +95,13 @@ class Summary:
         """The tuned rows run on more seeds than they were tuned on."""
         return [r for r in self.tuned() if len(r.seeds) > len(self.tuning_seeds(r.group))]
 
+    def new_seeds(self) -> tuple[int, ...]:
+        """The seeds of the confirmed tuned rows that η_f was not tuned on: out of sample."""
+        rows = self.confirmed()
+        if not rows:
+            return ()
+        return tuple(sorted({s for r in rows for s in r.seeds} - self.tuning_seeds(rows[0].group)))
+
     def main_rows(self) -> list[Row]:
         """The main table: each group's tuned row, or, for a group failed at every scale, its
         failure at the scale nearest its configured η_f (a group is never left out)."""

@@ -85,6 +85,10 @@ def _gap_report(
     found = claims(summary, metrics)
     if found:
         tables.append((CLAIMS_TITLE, *claims_table(found)))
+    seeds = summary.new_seeds()
+    if found and seeds:
+        title = f"{CLAIMS_TITLE}, out of sample (seeds {', '.join(map(str, seeds))})"
+        tables.append((title, *claims_table(claims(summary, metrics, seeds))))
     note = timing_note(records)
     tuned = [(row.group, row.forget_lr) for row in summary.tuned()]
     return Shown(tables, [note] if note else [], tuned)
