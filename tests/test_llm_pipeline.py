@@ -312,6 +312,26 @@ def test_world_refuses_retain_rows_that_break_tofus_layout(tmp_path) -> None:
         World(exp, progress=False)
 
 
+def test_the_same_rows_from_another_folder_keep_the_record_ids(tmp_path, monkeypatch) -> None:
+    """Records are keyed by the rows' content, not the folder they were read from: the
+    built-in set, the same rows in a folder (absolute or relative) share ids; other rows
+    do not."""
+    from dualoptim.config import from_dict
+    from dualoptim.tasks.llm.generator import write_tofu
+
+    write_tofu(tmp_path / "tofu")
+    monkeypatch.chdir(tmp_path)
+
+    def key(source: str | None, retain_rows: int = 5) -> str:
+        data = {"source": source, "retain_rows": retain_rows}
+        return World(from_dict(LLMExperiment, {**TINY_EXPERIMENT, "data": data}), False).key
+
+    built_in = key(None)
+    assert key(str(tmp_path / "tofu")) == built_in
+    assert key("tofu") == built_in
+    assert key("tofu", retain_rows=6) != built_in
+
+
 # ----------------------------------------------------------------------------- Closer-Look models
 #: An IDK run on a barely fine-tuned tiny model: enough to carry the Closer-Look suite's
 #: numbers through fine-tuning, unlearning, evaluation and the records, in seconds.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property, partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -189,9 +189,12 @@ class World:
     @property
     def key(self) -> str:
         """Everything that determines the references, the evaluation and the runs' models
-        (LoRA only when set: a config without it keeps its key from before LoRA existed)."""
+        (LoRA only when set: a config without it keeps its key from before LoRA existed).
+        The rows' content stands for the data, not where they were read from: the same
+        TOFU from the Hub, an absolute or a relative folder reuses the same records."""
         e = self.exp
-        parts = (self.fingerprint, self._base_fingerprint, e.data, e.model.finetuned, e.finetune)
+        data = replace(e.data, source=None)
+        parts = (self.fingerprint, self._base_fingerprint, data, e.model.finetuned, e.finetune)
         lora = () if e.model.lora is None else (e.model.lora,)
         return fingerprint(*parts, e.eval, e.embedder, *lora, *self.definitions)
 
