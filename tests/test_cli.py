@@ -150,6 +150,18 @@ def test_overrides_may_stand_anywhere_and_later_ones_win(argv: list[str]) -> Non
     assert exp.train.epochs == 2
 
 
+def test_overrides_after_the_grid_are_overrides_not_grid_values() -> None:
+    """``--grid`` takes any number of values: the overrides after them (as
+    benchmarks/mini_tofu.sh writes them) still reach the config, in order."""
+    argv = ["bench", "--config", "digits", "seeds=[3]", "--grid", "1/3", "1", "seeds=[0,1]"]
+    args = _parse(build_parser(), [*argv, "train.epochs=2", "--extend", "2"])
+    assert args.grid == [1 / 3, 1.0]
+    assert args.extend == 2
+    exp = _load(args)[1]
+    assert exp.seeds == (0, 1)
+    assert exp.train.epochs == 2
+
+
 def test_an_unknown_option_is_still_refused(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["unlearn", "seeds=[0]", "--outt", "X"])

@@ -51,9 +51,8 @@ def _positive_number(text: str) -> float:
     try:
         value = Fraction(text)
     except (ValueError, ZeroDivisionError):
-        hint = " (key=value overrides go before --grid)" if "=" in text else ""
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number or a fraction like 1/3{hint}"
+            f"{text!r} is not a number or a fraction like 1/3"
         ) from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: grid values must be > 0")
@@ -271,11 +270,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _overrides_out_of_grid(argv: Sequence[str] | None) -> list[str]:
+    """``argv`` with the key=value words that follow ``--grid``'s numbers moved in front of
+    that ``--grid`` (their order kept): ``--grid`` takes any number of values and would read
+    an override as one."""
+    kept: list[str] = []
+    grid_at: int | None = None
+    for word in list(sys.argv[1:] if argv is None else argv):
+        if word.startswith("-"):
+            grid_at = len(kept) if word == "--grid" else None
+        elif grid_at is not None and "=" in word:
+            kept.insert(grid_at, word)
+            grid_at += 1
+            continue
+        kept.append(word)
+    return kept
+
+
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """``argv`` parsed, with key=value overrides anywhere on the line: argparse gives the
     ``overrides`` positional only its first run of words and returns the later ones as extras,
     in order, so they are appended (later overrides still win)."""
-    args, extras = parser.parse_known_args(argv)
+    args, extras = parser.parse_known_args(_overrides_out_of_grid(argv))
     if extras and hasattr(args, "overrides") and not any(e.startswith("-") for e in extras):
         args.overrides = [*args.overrides, *extras]
     elif extras:
