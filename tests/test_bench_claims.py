@@ -7,7 +7,7 @@ import pytest
 
 from dualoptim.bench.claims import claims, claims_csv, claims_table
 from dualoptim.bench.stats import Interval, mean_difference, seed_gaps
-from dualoptim.bench.tables import main_table, summarize
+from dualoptim.bench.tables import main_table, sensitivity_table, summarize
 from dualoptim.unlearn.task import NO_UNLEARNING
 from test_bench_tables import METRICS, rec
 
@@ -100,7 +100,35 @@ def test_no_claim_without_its_baseline_and_a_note_where_one_cannot_be_measured()
     (claim,) = claims(summarize(one_scale, METRICS), METRICS)
     assert claim.intervals["η_f sensitivity"] is None
     assert claim.verdict("η_f sensitivity") == "not resolved"
-    assert "not resolved (1 common η_f multiple(s))" in claims_table([claim])[1][0]
+    assert (
+        "not resolved (1 common η_f multiple(s) near the tuned ones)" in claims_table([claim])[1][0]
+    )
+
+
+def test_sensitivity_is_taken_near_each_tuned_eta_not_at_the_same_multiples() -> None:
+    """RT: FA 90, RA 100, so Gap = |FA − 90| / 2. Alternate's grid, extended far down, tunes
+    to ×1/27: Gaps 3, 1, 2, 3, 10 at ×1/81 … ×1. DO tunes to ×1: Gaps 2, 1, 1.5 at ×1/3, ×1,
+    ×3. Near each optimum (×1/3, ×1, ×3 of it) the spreads are 2 (3, 1, 2) and 1 (2, 1, 1.5):
+    Δ = −1 on every resample. The multiples both ran (×1/3, ×1) would give 1 − 7 = −6.
+    Alternate's table spread is over ×1/81 … ×1/3 (within ×10 of ×1/27): 3 − 1 = 2, std
+    0.83 of (3, 1, 2, 3); DO's 1, std 0.41 of (2, 1, 1.5)."""
+    alternate = {1 / 81: 96, 1 / 27: 92, 1 / 9: 94, 1 / 3: 96, 1.0: 110}
+    dual = {1 / 3: 94, 1.0: 92, 3.0: 93}
+    records = [rec("reference", "RT", s, 90, 100) for s in SEEDS]
+    for s in SEEDS:
+        records += [
+            rec("run", "x (alternate)", s, fa, 100, lr_scale=k) for k, fa in alternate.items()
+        ]
+        records += [rec("run", "x (dual)", s, fa, 100, lr_scale=k) for k, fa in dual.items()]
+    summary = summarize(records, METRICS)
+    assert summary.tuned_scales() == {"x (alternate)": 1 / 27, "x (dual)": 1.0}
+    (claim,) = claims(summary, METRICS)
+    spread = claim.intervals["η_f sensitivity"]
+    assert (spread.value, spread.low, spread.high) == pytest.approx((-1.0, -1.0, -1.0))
+    assert claim.notes["η_f sensitivity"] == "tuned η_f × 0.333, 1, 3"
+    _, cells = sensitivity_table(summary.sensitivity(), summary.tuned_scales())
+    assert cells[0][-2:] == ["2.00", "0.83"]  # not 10 − 1 = 9 over the whole grid
+    assert cells[1][-2:] == ["1.00", "0.41"]
 
 
 def test_the_untouched_original_is_a_row_with_its_gap() -> None:

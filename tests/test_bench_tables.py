@@ -96,7 +96,7 @@ def test_tables_render_the_numbers() -> None:
     text = markdown(header, cells)
     assert text.splitlines()[1] == "|" + "---|" * len(header)
     assert "| x (dual) | 0.0001 | 94.00 ± 2.00 (2.00) |" in text
-    s_header, s_cells = sensitivity_table(summary.sensitivity())
+    s_header, s_cells = sensitivity_table(summary.sensitivity(), summary.tuned_scales())
     assert s_header == ["method", "η_f ×1", "η_f ×3", "spread ↓", "std ↓"]
     # spread 6 − 1.5 = 4.5; population std of (1.5, 6) = 2.25
     assert s_cells == [["x (dual)", "1.50", "6.00", "4.50", "2.25"]]

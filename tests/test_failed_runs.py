@@ -203,7 +203,7 @@ def test_vision_tables_show_failures_and_compute_nothing_from_the_survivors() ->
                      3.0: "diverged at step 2 (1 of 2 seeds)"},
         "b (dual)": {1.0: pytest.approx(5.0), 3.0: "diverged at step 4 (1 of 2 seeds)"},
     }  # fmt: skip
-    _, s_cells = sensitivity_table(summary.sensitivity())
+    _, s_cells = sensitivity_table(summary.sensitivity(), summary.tuned_scales())
     assert s_cells[1] == ["b (dual)", "5.00", "diverged at step 4 (1 of 2 seeds)", "–", "–"]
     table = list(csv.DictReader(io.StringIO(rows_csv([summary.rt, *rows], ["FA", "RA"]))))
     assert table[1]["failed"] == "diverged at steps 3, 5 (2 of 2 seeds)"

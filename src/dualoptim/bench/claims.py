@@ -6,7 +6,8 @@ Each claim is a difference (setting − Alternate) resampled over seeds with a 9
 interval, the two settings paired by seed (the same forget set and RT):
 - Gap: the mean of per-seed gap differences at each setting's tuned η_f;
 - Std: the difference of Std (mean over metrics of the std across seeds), tuned η_f;
-- η_f sensitivity: the difference of Gap spreads (max − min) over the η_f multiples both ran.
+- η_f sensitivity: the difference of Gap spreads (max − min) over the multiples of each
+  one's tuned η_f that both ran within ×1/10…×10 of it (``tables.WINDOW``).
 
 An interval below 0 reproduces the claim, above 0 contradicts it, and one containing 0
 leaves it unresolved, whatever the point estimates say.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from dualoptim.bench.stats import Interval, bootstrap, mean_difference
-from dualoptim.bench.tables import Row, Summary
+from dualoptim.bench.tables import Row, Summary, offset
 from dualoptim.unlearn.task import Layout, is_failed
 
 #: The shared-state baseline each decoupled setting is compared with.
@@ -136,22 +138,27 @@ def _sensitivity(
     metrics: Sequence[str],
     within: set[int] | None,  # noqa: ARG001
 ) -> Outcome:
-    """Measured on the seeds every multiple of both ran (the tuning seeds), whatever
+    """Gap spreads over the multiples of each one's tuned η_f within ``WINDOW`` that both
+    ran, measured on the seeds every such multiple ran (the tuning seeds), whatever
     ``within`` says: the grid never ran the tuned rows' extra seeds."""
-    grids = {}
-    for group in (row.group, base.group):
-        grids[group] = {
-            r.lr_scale: r for r in summary.complete() if r.group == group and r.failure is None
+    grids: dict[str, dict[float, Row]] = {}
+    for tuned in (row, base):
+        assert tuned.lr_scale is not None  # a tuned run row has one
+        grids[tuned.group] = {
+            step: r
+            for r in summary.complete()
+            if r.group == tuned.group and r.failure is None and r.lr_scale is not None
+            if (step := offset(r.lr_scale, tuned.lr_scale)) is not None
         }
-    scales = sorted(set(grids[row.group]) & set(grids[base.group]))
-    if len(scales) < 2:
-        return None, f"{len(scales)} common η_f multiple(s)"
-    rows = [grids[g][s] for g in (row.group, base.group) for s in scales]
+    steps = sorted(set(grids[row.group]) & set(grids[base.group]))
+    if len(steps) < 2:
+        return None, f"{len(steps)} common η_f multiple(s) near the tuned ones"
+    rows = [grids[g][s] for g in (row.group, base.group) for s in steps]
     seeds = _common_seeds(rows)
     if len(seeds) < 2:
         return None, f"{len(seeds)} common seed(s)"
     rt = _array(summary, None, seeds, metrics)
-    values = {g: [_array(summary, grids[g][s], seeds, metrics) for s in scales] for g in grids}
+    values = {g: [_array(summary, grids[g][s], seeds, metrics) for s in steps] for g in grids}
 
     def spread(group: str, index: np.ndarray) -> np.ndarray:
         reference = rt[index].mean(1)
@@ -161,7 +168,8 @@ def _sensitivity(
     def difference(index: np.ndarray) -> np.ndarray:
         return spread(row.group, index) - spread(base.group, index)
 
-    return bootstrap(difference, len(seeds)), f"η_f × {', '.join(f'{s:.3g}' for s in scales)}"
+    multiples = ", ".join(f"{math.exp(s):.3g}" for s in steps)
+    return bootstrap(difference, len(seeds)), f"tuned η_f × {multiples}"
 
 
 Measure = Callable[[Summary, Row, Row, Sequence[str], set[int] | None], Outcome]

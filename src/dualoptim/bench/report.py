@@ -170,10 +170,12 @@ def write_report(
         )
     sensitivity = summary.sensitivity()
     if sensitivity:
-        s_header, s_cells = sensitivity_table(sensitivity)
+        s_header, s_cells = sensitivity_table(sensitivity, summary.tuned_scales())
         parts += [
             "\n## Sensitivity to η_f (SPEC §3.4)\n\n",
-            "Gap at each η_f multiple of the run's configured η_f; spread = max − min.\n\n",
+            "Gap at each η_f multiple of the run's configured η_f (on the seeds η_f was "
+            "tuned on); spread = max − min and std over the multiples within ×1/10…×10 of the "
+            "run's tuned η_f, the optimum's neighbourhood (SPEC §3.4).\n\n",
             markdown(s_header, s_cells),
             "\n![Gap vs η_f](sensitivity.png)\n",
         ]
@@ -227,7 +229,8 @@ def claims_section(found: Sequence[Claim], out_dir: Path) -> str:
     what = (
         "paired by seed (same forget set and RT). ΔGap is the mean difference of per-seed "
         "gaps at each one's tuned η_f, ΔStd the difference of Std there, Δη_f the difference "
-        "of Gap spreads over the η_f multiples both ran"
+        "of Gap spreads over the multiples of each one's tuned η_f within ×1/10…×10 that "
+        "both ran"
         if gap
         else "at each η_f multiple both ran, paired by seed (and forgotten class): the mean "
         "of the paired differences of each metric"

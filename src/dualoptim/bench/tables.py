@@ -47,6 +47,19 @@ class Row:
     seed_gaps: tuple[float, ...] = ()  # per seed (as ``seeds``), against that seed's RT
 
 
+#: How far from a tuned η_f the sensitivity study looks (SPEC §3.4): ×1/3…×10 of it on the
+#: paper's grid, ×1/9…×9 on a ×3 grid. A multiple farther off (a grid extended past an edge
+#: toward the optimum) is shown, but not in the spread: it says nothing about tuning there.
+WINDOW = 10.0
+
+
+def offset(scale: float, tuned: float) -> float | None:
+    """``scale`` as a multiple of the tuned scale (log, rounded so that 1/3 written two ways
+    is one offset), or None outside the sensitivity window."""
+    log = math.log(scale / tuned)
+    return round(log, 6) if abs(log) <= math.log(WINDOW) + 1e-9 else None
+
+
 @dataclass(frozen=True)
 class Summary:
     rt: Row
@@ -129,6 +142,10 @@ class Summary:
     def table_rows(self) -> list[Row]:
         """The main table's rows: RT, the baselines (no unlearning), each group's tuned row."""
         return [self.rt, *self.baselines, *self.main_rows()]
+
+    def tuned_scales(self) -> dict[str, float]:
+        """Each group's tuned η_f scale (none for a group failed at every scale)."""
+        return {row.group: row.lr_scale for row in self.tuned() if row.lr_scale is not None}
 
     def sensitivity(self) -> dict[str, dict[float, float | str]]:
         """Gap (on the tuning seeds) by η_f scale for each group run (completely) at more
@@ -305,20 +322,22 @@ def _edge_note(sides: tuple[str, ...]) -> str:
 
 
 def sensitivity_table(
-    gaps: Mapping[str, Mapping[float, float | str]],
+    gaps: Mapping[str, Mapping[float, float | str]], tuned: Mapping[str, float]
 ) -> tuple[list[str], list[list[str]]]:
     """(header, cells): Gap at each η_f scale (or what stopped the run there), then its
-    spread (max − min) and population std; none for a group failed at some scale: a failure
-    is no number to take a spread of."""
+    spread (max − min) and population std over the scales within ``WINDOW`` of the group's
+    ``tuned`` scale; none for a group failed there (a failure is no number to take a spread
+    of) or without a tuned scale."""
     scales = sorted({s for by in gaps.values() for s in by})
     header = ["method", *(f"η_f ×{s:.3g}" for s in scales), "spread ↓", "std ↓"]
     cells = []
     for group, by in gaps.items():
         shown = [_gap_cell(by.get(s)) for s in scales]
-        if any(isinstance(v, str) for v in by.values()):
+        near = [v for s, v in by.items() if group in tuned and offset(s, tuned[group]) is not None]
+        if len(near) < 2 or any(isinstance(v, str) for v in near):
             spread = ["–", "–"]
         else:
-            values = np.array(list(by.values()))
+            values = np.array(near)
             spread = [f"{values.max() - values.min():.2f}", f"{values.std():.2f}"]
         cells.append([group, *shown, *spread])
     return header, cells

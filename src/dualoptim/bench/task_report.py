@@ -81,7 +81,8 @@ def _gap_report(
         (f"{title}: {seeds} seeds", *main_table(summary.table_rows(), metrics, summary.edges))
     ]
     if summary.sensitivity():
-        tables.append(("Gap by η_f (× the run's η_f)", *sensitivity_table(summary.sensitivity())))
+        gaps = sensitivity_table(summary.sensitivity(), summary.tuned_scales())
+        tables.append(("Gap by η_f (× the run's η_f)", *gaps))
     found = claims(summary, metrics)
     if found:
         tables.append((CLAIMS_TITLE, *claims_table(found)))
