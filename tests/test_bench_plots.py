@@ -382,9 +382,18 @@ def test_sensitivity_figure_draws_gap_against_the_multiplier() -> None:
     np.testing.assert_array_equal(dual.get_xdata(), [0.5, 1.0, 2.0])
     np.testing.assert_array_equal(dual.get_ydata()[:2], [2.0, 1.5])
     assert math.isnan(dual.get_ydata()[2])
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.5", "1", "2"]
-    assert ax.get_xlabel() == "η_f / tuned η_f"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1/2", "1", "2"]
+    assert ax.get_xlabel() == "η_f / configured η_f"
+    assert ax.get_yscale() == "linear"  # Gaps 1.5 … 9: within ×20
     assert [t.get_text() for t in ax.get_legend().get_texts()] == list(GAPS)
+
+
+def test_sensitivity_ticks_are_fractions_and_a_collapse_switches_to_log_y() -> None:
+    gaps = {"rl (dual)": {1 / 2187: 2.0, 1 / 3: 3.0, 0.4: 2.5, 1.0: 2.2, 27.0: 77.0}}
+    (ax,) = sensitivity_figure(gaps).axes
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks == ["1/2187", "1/3", "0.4", "1", "27"]
+    assert ax.get_yscale() == "log"  # 77 / 2 > 20
 
 
 def test_plot_sensitivity_writes_a_png(tmp_path: Path) -> None:

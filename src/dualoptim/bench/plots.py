@@ -323,12 +323,14 @@ def plot_grad_norms(
 
 
 def sensitivity_figure(
-    gaps: Mapping[str, Mapping[float, float | None]], xlabel: str = "η_f / tuned η_f"
+    gaps: Mapping[str, Mapping[float, float | None]], xlabel: str = "η_f / configured η_f"
 ) -> Figure:
-    """Gap against the η_f multiplier, one line with markers per group (gid = group), log x.
+    """Gap against the η_f multiplier, one line with markers per group (gid = group), log x;
+    log y too when the Gaps span more than ×20 (a collapse would flatten the rest).
 
     Multipliers may be strings (JSON object keys); a ``None`` Gap (a diverged run) is a
-    hole in the line. Ticks sit at the multipliers themselves, so each grid point is legible.
+    hole in the line. Ticks sit at the multipliers themselves, written 1/9 rather than
+    0.111, so each grid point is legible.
     """
     series = {}
     for group, by_scale in gaps.items():
@@ -355,7 +357,10 @@ def sensitivity_figure(
         x, y = zip(*points, strict=True)
         ax.plot(x, y, marker=marker, ms=5, lw=1.5, color=color, label=group, gid=group)
     ax.set_xscale("log")
-    ax.set_xticks(xs, [f"{x:.3g}" for x in xs])
+    ax.set_xticks(xs, [_multiple(x) for x in xs], rotation=45 if len(xs) > 8 else 0)
+    ys = [y for points in series.values() for _, y in points if not math.isnan(y)]
+    if ys and min(ys) > 0 and max(ys) > 20 * min(ys):
+        ax.set_yscale("log")
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel(xlabel)
     ax.set_ylabel("Gap to RT (lower is better)")
@@ -365,10 +370,16 @@ def sensitivity_figure(
     return fig
 
 
+def _multiple(x: float) -> str:
+    """A tick label: 1/3 for a third (a grid of ×3 steps reads as fractions), else 3 digits."""
+    inverse = round(1 / x)
+    return f"1/{inverse}" if x < 1 and math.isclose(1 / x, inverse, rel_tol=1e-4) else f"{x:.3g}"
+
+
 def plot_sensitivity(
     gaps: Mapping[str, Mapping[float, float | None]],
     path: Path,
-    xlabel: str = "η_f / tuned η_f",
+    xlabel: str = "η_f / configured η_f",
 ) -> None:
     """Save :func:`sensitivity_figure` of ``gaps`` as a PNG at ``path``."""
     _save(sensitivity_figure(gaps, xlabel), Path(path))
