@@ -93,6 +93,25 @@ def test_claims_by_hand() -> None:
     assert lines[2] == "x,x (dual),x (alternate),Std,-0.25,-0.25,0,4,not resolved"
 
 
+def test_a_verdict_on_few_seeds_says_what_it_is_worth(tmp_path) -> None:
+    """Four seeds: an interval excludes 0 whenever the four differences share a sign, 1 time
+    in 2^3 by chance; from six seeds on, no note. A claim not measured (None) or measured on
+    one seed does not count."""
+    from dualoptim.bench.claims import Claim
+    from dualoptim.bench.report import claims_section, few_seeds_note
+
+    (claim,) = claims(summarize(_claim_records(), METRICS), METRICS)
+    note = " Some verdicts here rest on 4 seeds (the `seeds` column of the CSV): with 4, an"
+    assert few_seeds_note([claim]).startswith(note)
+    assert "paired differences share a sign, which chance alone gives 1 time in 8," in (
+        few_seeds_note([claim])
+    )
+    assert note in claims_section([claim], tmp_path)
+    intervals = {"Gap": Interval(-1.0, -2.0, -0.5, 6), "Std": None, "η_f": Interval(0, 0, 0, 1)}
+    six = Claim("x", "x (dual)", "x (alternate)", intervals, {}, {})
+    assert few_seeds_note([six]) == ""
+
+
 def test_no_claim_without_its_baseline_and_a_note_where_one_cannot_be_measured() -> None:
     records = [r for r in _claim_records() if "alternate" not in r["group"]]
     assert claims(summarize(records, METRICS), METRICS) == []

@@ -241,7 +241,26 @@ def claims_section(found: Sequence[Claim], out_dir: Path) -> str:
         f"{what}. Δ = setting − Alternate, with its 95% percentile-bootstrap interval over "
         f"seeds ({RESAMPLES:,} resamples). A claim is reproduced when its interval lies on "
         "the better side of 0, contradicted when on the other, and otherwise not resolved, "
-        "whatever the point estimate.\n\n" + markdown(header, cells)
+        f"whatever the point estimate.{few_seeds_note(found)}\n\n" + markdown(header, cells)
+    )
+
+
+#: Below this many seeds, a verdict may rest on the signs of the paired differences alone.
+FEW_SEEDS = 6
+
+
+def few_seeds_note(found: Sequence[Claim]) -> str:
+    """A caution when some verdict rests on few seeds: with n paired differences of one sign,
+    every resampled mean has that sign, so the interval excludes 0, which chance alone gives
+    with probability 2^(1−n) (1 in 4 at 3 seeds, 1 in 16 at 5)."""
+    counts = [i.seeds for c in found for i in c.intervals.values() if i is not None]
+    n = min((k for k in counts if k >= 2), default=FEW_SEEDS)
+    if n >= FEW_SEEDS:
+        return ""
+    return (
+        f" Some verdicts here rest on {n} seeds (the `seeds` column of the CSV): with {n}, an "
+        f"interval excludes 0 whenever all {n} paired differences share a sign, which chance "
+        f"alone gives 1 time in {2 ** (n - 1)}, so they are weak evidence."
     )
 
 
@@ -256,7 +275,7 @@ def out_of_sample_section(summary: Summary, metrics: Sequence[str], out_dir: Pat
     return (
         f"\n## Claims out of sample (seeds {_seed_list(seeds)})\n\n"
         "The Gap and Std claims again, on the seeds the tuned rows ran after η_f was chosen "
-        "on the others: no selection favours either setting there.\n\n"
+        f"on the others: no selection favours either setting there.{few_seeds_note(found)}\n\n"
         + markdown(*claims_table(found))
     )
 
