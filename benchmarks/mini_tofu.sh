@@ -4,8 +4,9 @@
 # η and per phase) at the paper's step size ×1, ×3 and ×10, seeds 0-2 (issue 16). About
 # 7 h on 2 idle cores (~45 min per seed and multiple, plus ~20 min once for the target and
 # retain models, which every seed shares); records are written as runs finish and a rerun
-# skips them, so it can run in pieces, or as parallel one-thread processes split by
-# runs=[...] (docs/benchmarks.md; two of them: about 5 h). Records, report.md and table.csv
+# skips them, so it can run in pieces. Two one-thread processes split by runs=[...]
+# (docs/benchmarks.md) did about 15 runs an hour together, no more than one two-thread
+# process: SmolLM2's matrix products use both cores well. Records, report.md and table.csv
 # go to results/benchmarks/mini-tofu.
 # Usage: benchmarks/mini_tofu.sh [TOFU_DIR] [key=value ...]   (default TOFU_DIR: ../shared/data/tofu)
 set -euo pipefail
