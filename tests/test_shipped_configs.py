@@ -289,14 +289,22 @@ def test_report_recipe_lists_only_the_options_each_run_reads() -> None:
     text = _recipe(committed_records("fashion-mnist"), VISION.run_options)
     runs = [yaml.safe_load(line[4:]) for line in text.splitlines() if line.startswith("  - ")]
     common = {"method", "setting", "batch_size", "eval_every"}
-    read = {(r["method"], r["setting"]): set(r) - common for r in runs}
-    assert len(read) == 14
-    assert read["sfron", "alternate"] == {"iterations", "sfron_alpha"}  # one SGD at η_f
-    assert read["sfron", "dual"] == {"iterations", "sfron_alpha", "retain_lr"}
-    assert read["sfron", "dual_plus"] == {"iterations", "sfron_alpha", "plus_retain_lr"}
-    assert read["salun", "alternate"] == {"epochs", "salun_keep", "retain_lr"}  # η_r retains
-    assert read["rl", "dual_plus"] == {"epochs", "plus_retain_lr"}
-    assert read["ga", "alternate"] == read["ft", "alternate"] == {"epochs"}
+    read = {(r["method"], r["setting"], r.get("per_phase_lr")): set(r) - common for r in runs}
+    assert len(runs) == len(read) == 22  # 4 methods × 5 runs, FT, GA
+    assert read["sfron", "alternate", None] == {"iterations", "sfron_alpha"}  # one SGD at η_f
+    assert read["sfron", "alternate", True] == {
+        "iterations",
+        "sfron_alpha",
+        "per_phase_lr",
+        "retain_lr",
+    }
+    assert read["sfron", "dual", None] == {"iterations", "sfron_alpha", "retain_lr"}
+    assert read["sfron", "dual_plus", None] == {"iterations", "sfron_alpha", "plus_retain_lr"}
+    assert read["sfron", "joint", None] == {"iterations", "sfron_alpha"}
+    assert read["salun", "alternate", None] == {"epochs", "salun_keep", "retain_lr"}  # per phase
+    assert read["salun", "alternate", False] == {"epochs", "salun_keep", "per_phase_lr"}
+    assert read["rl", "dual_plus", None] == {"epochs", "plus_retain_lr"}
+    assert read["ga", "alternate", None] == read["ft", "alternate", None] == {"epochs"}
     assert "retain_lr" not in UnlearnSpec("ga", "dual", forget_lr=1e-3).used_options()
     assert "forget_lr" not in UnlearnSpec("ft", "dual", forget_lr=1e-3).used_options()
 
@@ -304,7 +312,12 @@ def test_report_recipe_lists_only_the_options_each_run_reads() -> None:
 @pytest.mark.slow
 def test_noisy_rt_timings_are_flagged_beside_time_over_rt(tmp_path: Path) -> None:
     records = committed_records("fashion-mnist")
-    assert timing_note(records) is None  # RT took 59–68 s: comparable
+    note = "timings noisy: RT took 69–277 s across seeds; time / RT not comparable"
+    assert timing_note(records) == note  # the rerun's RTs shared the cores with other runs
+    steady = [
+        {**r, "seconds": 60.0 + r["seed"]} if r["kind"] == "reference" else r for r in records
+    ]
+    assert timing_note(steady) is None  # RT took 60–69 s: comparable
     loaded = [
         {**r, "seconds": 108.4 if r["seed"] == 0 else 511.0} if r["kind"] == "reference" else r
         for r in records

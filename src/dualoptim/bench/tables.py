@@ -48,8 +48,7 @@ class Row:
 
 
 #: How far from a tuned η_f the sensitivity study looks (SPEC §3.4): ×1/3…×10 of it on the
-#: paper's grid, ×1/9…×9 on a ×3 grid. A multiple farther off (a grid extended past an edge
-#: toward the optimum) is shown, but not in the spread: it says nothing about tuning there.
+#: paper's grid, ×1/9…×9 on a ×3 grid; a multiple farther off is shown, not in the spread.
 WINDOW = 10.0
 
 
