@@ -357,7 +357,9 @@ def test_tuned_seeds_run_the_tuned_eta_again_on_new_seeds_and_tuning_keeps_its_s
         )
     assert summary.sensitivity().keys() == plain.sensitivity().keys()
     for group, gaps in summary.sensitivity().items():
-        assert gaps == pytest.approx(plain.sensitivity()[group], rel=1e-4)
+        # the two sweeps train the toy apart: at ×3 it diverges (Gap ~343), where float
+        # noise moves the Gap by ~2e-4 relative; new seeds in it would move it by far more
+        assert gaps == pytest.approx(plain.sensitivity()[group], rel=1e-3)
     assert summary.confirmed() == list(tuned.values())
     task_report.rebuild(tmp_path / "more")
     report = (tmp_path / "more" / "report.md").read_text()
