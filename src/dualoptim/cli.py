@@ -276,7 +276,7 @@ def _overrides_out_of_grid(argv: Sequence[str] | None) -> list[str]:
     an override as one."""
     kept: list[str] = []
     grid_at: int | None = None
-    for word in list(sys.argv[1:] if argv is None else argv):
+    for word in sys.argv[1:] if argv is None else argv:
         if word.startswith("-"):
             grid_at = len(kept) if word == "--grid" else None
         elif grid_at is not None and "=" in word:

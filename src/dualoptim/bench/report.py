@@ -17,6 +17,7 @@ from dualoptim.bench.claims import Claim, claims, claims_csv, claims_table
 from dualoptim.bench.plots import plot_curves, plot_grad_norms, plot_sensitivity
 from dualoptim.bench.stats import RESAMPLES
 from dualoptim.bench.tables import (
+    WINDOW,
     Summary,
     main_table,
     markdown,
@@ -29,6 +30,9 @@ from dualoptim.unlearn.task import NO_UNLEARNING, is_failed
 
 #: RT's training times across seeds (max / min) above which timings are called noisy.
 NOISY_TIMING = 1.5
+
+
+_WINDOW = f"×1/{WINDOW:g}…×{WINDOW:g}"  # the sensitivity window, as the text says it
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -174,7 +178,7 @@ def write_report(
         parts += [
             "\n## Sensitivity to η_f (SPEC §3.4)\n\n",
             "Gap at each η_f multiple of the run's configured η_f (on the seeds η_f was "
-            "tuned on); spread = max − min and std over the multiples within ×1/10…×10 of the "
+            f"tuned on); spread = max − min and std over the multiples within {_WINDOW} of the "
             "run's tuned η_f, the optimum's neighbourhood (SPEC §3.4).\n\n",
             markdown(s_header, s_cells),
             "\n![Gap vs η_f](sensitivity.png)\n",
@@ -229,7 +233,7 @@ def claims_section(found: Sequence[Claim], out_dir: Path) -> str:
     what = (
         "paired by seed (same forget set and RT). ΔGap is the mean difference of per-seed "
         "gaps at each one's tuned η_f, ΔStd the difference of Std there, Δη_f the difference "
-        "of Gap spreads over the multiples of each one's tuned η_f within ×1/10…×10 that "
+        f"of Gap spreads over the multiples of each one's tuned η_f within {_WINDOW} that "
         "both ran"
         if gap
         else "at each η_f multiple both ran, paired by seed (and forgotten class): the mean "
