@@ -87,7 +87,8 @@ def test_claims_by_hand() -> None:
     assert claim.verdict("η_f sensitivity") == "reproduced"
     header, (cells,) = claims_table([claim])
     assert header[:4] == ["method", "run vs baseline", "ΔGap [95% CI]", "Gap ↓"]
-    assert cells[:4] == ["x", "x (dual) vs x (alternate)", str(gap), "reproduced"]
+    assert cells[:4] == ["x", "x (dual) vs x (alternate)", gap.text(2), "reproduced"]
+    assert cells[2].startswith("-1.75 [-")  # a Gap's two decimals
     lines = claims_csv([claim]).splitlines()
     assert lines[0].endswith("seeds,verdict")
     assert lines[2] == "x,x (dual),x (alternate),Std,-0.25,-0.25,0,4,not resolved"
@@ -198,5 +199,7 @@ def test_tables_without_a_gap_pair_their_headline_metrics_by_seed() -> None:
     assert interval.value == pytest.approx(0.15)
     assert 0.1 - 1e-12 <= interval.low <= interval.high <= 0.2 + 1e-12
     assert at_1.verdict("OVR") == "reproduced"  # higher is better here
+    # at the metric table's precision (the layout's 3 decimals), not a Gap's 2
+    assert claims_table([at_1])[1][0][2] == "+0.150 [+0.100, +0.200]"
     assert at_10.intervals["OVR"] is None
     assert claims_table([at_10])[1][0][-1] == "not resolved (1 paired seed(s))"

@@ -93,6 +93,39 @@ def test_per_phase_lr_gives_alternate_dos_step_sizes_and_unset_keeps_the_methods
         assert record_id("run", "key", 0, spec, 0) == before
 
 
+@pytest.mark.parametrize(
+    ("run", "label"),
+    [
+        ("{method: rl, setting: alternate}", "rl (alternate, per-phase η)"),  # RL's default
+        ("{method: rl, setting: alternate, per_phase_lr: false}", "rl (alternate, one η)"),
+        ("{method: sfron, setting: alternate}", "sfron (alternate, one η)"),  # SFR-on's
+        ("{method: ft, setting: alternate}", "ft (alternate)"),  # no forget phase: moot
+        ("{method: ga, setting: alternate}", "ga (alternate)"),  # no retain phase
+        ("{method: rl, setting: dual}", "rl (dual)"),
+    ],
+)
+def test_every_alternate_row_says_which_step_sizes_it_ran(run: str, label: str) -> None:
+    (spec,) = load_config(VisionExperiment, None, [f"runs=[{run}]"]).runs
+    assert spec.label == label
+
+
+def test_two_runs_that_one_table_row_would_mix_are_refused() -> None:
+    default, explicit = (
+        "{method: rl, setting: alternate}",
+        "{method: rl, setting: alternate, per_phase_lr: true}",
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"runs\[0\] and runs\[2\] are both 'rl \(alternate, per-phase η\)' at η_f "
+        r"0\.1: one table row would average their seeds together",
+    ):
+        load_config(
+            VisionExperiment, None, [f"runs=[{default}, {{method: rl, setting: dual}}, {explicit}]"]
+        )
+    at_two_lrs = "runs=[{method: rl, forget_lr: 0.01}, {method: rl, forget_lr: 0.03}]"
+    assert len(load_config(VisionExperiment, None, [at_two_lrs]).runs) == 2  # two rows
+
+
 @pytest.mark.parametrize("setting", ["joint", "dual", "dual_plus"])
 def test_per_phase_lr_outside_alternate_is_refused_naming_the_run(setting: str) -> None:
     refused = f"{{method: rl, setting: {setting}, per_phase_lr: false}}"
@@ -108,15 +141,15 @@ def test_per_phase_lr_outside_alternate_is_refused_naming_the_run(setting: str) 
 def test_alternate_with_and_without_per_phase_lr_are_two_rows_of_one_table() -> None:
     one = UnlearnSpec("sfron", "alternate", forget_lr=0.01, iterations=20)
     runs = (one, replace(one, per_phase_lr=True), replace(one, per_phase_lr=False))
-    exp = replace(tiny(Path("unused")), runs=runs, seeds=(0,))
+    exp = replace(tiny(Path("unused")), runs=runs[:2], seeds=(0,))  # 0 and 2: one row
     plan = TASK.plan(exp, None, progress=False)
     jobs = [job for spec in runs for job in plan.jobs(spec, 1.0)]
     assert [job.group for job in jobs] == [
-        "sfron (alternate)",
+        "sfron (alternate, one η)",  # SFR-on's default, named
         "sfron (alternate, per-phase η)",
         "sfron (alternate, one η)",
     ]
-    assert len({job.id for job in jobs}) == 3
+    assert len({job.id for job in jobs}) == 3  # the unset option keeps older records' ids
     recorded = [job.config["runs"][0] for job in jobs]
     assert "per_phase_lr" not in recorded[0]  # as records made before the option
     assert [r.get("per_phase_lr") for r in recorded] == [None, True, False]

@@ -109,7 +109,7 @@ def test_sweep_resumes_after_a_kill_and_its_report_rebuilds_from_records(
     again = rebuild(out)
     assert {name: (out / name).read_bytes() for name in REPORT_FILES} == written
     assert again.tuned == [(row.group, row.forget_lr) for row in summary.tuned()]
-    assert {row.group for row in summary.tuned()} == {"sfron (alternate)", "sfron (dual)"}
+    assert {row.group for row in summary.tuned()} == {"sfron (alternate, one η)", "sfron (dual)"}
     assert set(summary.sensitivity()["sfron (dual)"]) == {1.0, 3.0}
     table = json.loads((out / "summary.json").read_text())
     assert table["rt"]["gap"] == 0.0
@@ -122,3 +122,13 @@ def test_sweep_resumes_after_a_kill_and_its_report_rebuilds_from_records(
     calls.clear()
     sweep(exp, out, [1.0, 3.0])
     assert calls == []  # everything is recorded: nothing runs again
+
+    # a record read back under an older label is stored under its run's label now
+    cache = RecordStore(tmp_path / "cache" / "records")
+    old = {**run, "group": "sfron (dual, old label)"}
+    for records in (store, cache):
+        records.put(old)
+    relabelled = sweep(exp, out, [1.0, 3.0])
+    assert calls == []
+    assert next(r for r in relabelled if r["id"] == run["id"])["group"] == "sfron (dual)"
+    assert {records.get(run["id"])["group"] for records in (store, cache)} == {"sfron (dual)"}

@@ -232,11 +232,21 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
 
 
 def require_runs_and_seeds(runs: Sequence[Any], seeds: Sequence[int]) -> None:
-    """Refuse, when the config loads, an experiment that would run nothing."""
+    """Refuse, when the config loads, an experiment that would run nothing, or two runs
+    that one table row would mix (a row is a label at one η_f)."""
     if not runs:
         raise ConfigError("runs is empty: name at least one method and setting")
     if not seeds:
         raise ConfigError("seeds is empty")
+    rows: dict[tuple[str, float], int] = {}
+    for i, run in enumerate(runs):
+        first = rows.setdefault((run.label, run.effective_forget_lr), i)
+        if first != i:
+            raise ConfigError(
+                f"runs[{first}] and runs[{i}] are both {run.label!r} at η_f "
+                f"{run.effective_forget_lr:g}: one table row would average their seeds "
+                "together; remove one, or run them as two experiments"
+            )
 
 
 #: The field metadata key of :func:`new_option`.

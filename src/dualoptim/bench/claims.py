@@ -38,7 +38,8 @@ CLAIMS = ("Gap", "Std", "η_f sensitivity")
 @dataclass(frozen=True)
 class Claim:
     """A run (its row label) against a baseline run of the same method on each claim (None:
-    not measurable, with ``notes`` saying why); ``better``: the direction each claim wants."""
+    not measurable, with ``notes`` saying why); ``better``: the direction each claim wants;
+    ``digits``: the decimals its differences are shown with (its table's)."""
 
     method: str
     run: str  # the challenger's row label
@@ -46,6 +47,7 @@ class Claim:
     intervals: Mapping[str, Interval | None]
     notes: Mapping[str, str]
     better: Mapping[str, str]
+    digits: int = 2
 
     def verdict(self, claim: str) -> str:
         interval = self.intervals[claim]
@@ -188,7 +190,8 @@ def claims_table(found: Sequence[Claim]) -> tuple[list[str], list[list[str]]]:
         row = [c.method, f"{c.run} vs {c.baseline}"]
         for claim in names:
             interval = c.intervals[claim]
-            row += ["–" if interval is None else str(interval), _verdict_cell(c, claim)]
+            shown = "–" if interval is None else interval.text(c.digits)
+            row += [shown, _verdict_cell(c, claim)]
         cells.append(row)
     return header, cells
 
@@ -254,6 +257,7 @@ def metric_claims(records: Sequence[Mapping[str, Any]], layout: Layout) -> list[
                     intervals,
                     dict.fromkeys(intervals, note),
                     {c.label: c.better or "higher" for c in layout.headline},
+                    layout.digits,
                 )
             )
     return out

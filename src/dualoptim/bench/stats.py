@@ -80,8 +80,10 @@ class Interval:
         improved = self.high < 0 if better == "lower" else self.low > 0
         return "reproduced" if improved else "contradicted"
 
-    def __str__(self) -> str:
-        return f"{self.value:+.2f} [{self.low:+.2f}, {self.high:+.2f}]"
+    def text(self, digits: int) -> str:
+        """``+value [low, high]`` to ``digits`` decimals: the precision of the table the
+        difference comes from (a ΔOVR of −0.003 must not read −0.00)."""
+        return f"{self.value:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
 
 
 def bootstrap(

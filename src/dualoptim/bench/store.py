@@ -13,7 +13,7 @@ from dualoptim.bench.records import RecordStore, RecordWriteError, keep_elsewher
 from dualoptim.bench.tables import check_one_experiment, experiment
 from dualoptim.distributed import is_main
 from dualoptim.errors import WriteError
-from dualoptim.unlearn.task import is_failed
+from dualoptim.unlearn.task import Job, is_failed
 
 #: How near (relative) a grid multiple must be to a recorded run's to be taken as it.
 GRID_MATCH = 1e-3
@@ -138,4 +138,16 @@ def stored_or_made(
         record = make()
         if store is not None:
             store.put(record)
+    return record
+
+
+def labelled(store: SweepStore | None, record: dict[str, Any], job: Job) -> dict[str, Any]:
+    """``record`` under its run's label as the code gives it now, stored so: the id decides
+    which run a record is, the label only names its row, and a record read back under an
+    older label would split one run's seeds into two rows."""
+    if record["group"] == job.group:
+        return record
+    record = {**record, "group": job.group}
+    if store is not None:
+        store.put(record)
     return record

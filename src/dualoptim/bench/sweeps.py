@@ -20,7 +20,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from dualoptim.bench.records import make_record
-from dualoptim.bench.store import match_grid, open_store, stored_or_made
+from dualoptim.bench.store import labelled, match_grid, open_store, stored_or_made
 from dualoptim.bench.tables import summarize
 from dualoptim.tasks import registry
 from dualoptim.unlearn.errors import RunDivergedError
@@ -188,7 +188,7 @@ def sweep(
                     reference(id)
                 bar.set_description(job.description)
                 run = partial(_run, task, job, plan)
-                out.append(stored_or_made(store, job.id, run, retry_failed))
+                out.append(labelled(store, stored_or_made(store, job.id, run, retry_failed), job))
                 bar.update()
         return out
 

@@ -85,7 +85,14 @@ class UnlearnSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.method} ({setting_label(self.setting, self.per_phase_lr)})"
+        """Alternate names its step sizes when the method takes both phases: the methods'
+        defaults differ (RL/SalUn/SCRUB per phase, SFR-on one η), so a bare "alternate"
+        would mean two baselines in one table."""
+        both = self.registered.forgets and self.registered.retains
+        per_phase = (
+            self.effective_per_phase_lr if self.resolved.alternate and both else self.per_phase_lr
+        )
+        return f"{self.method} ({setting_label(self.setting, per_phase)})"
 
     @property
     def effective_forget_lr(self) -> float:
