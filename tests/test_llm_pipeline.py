@@ -213,6 +213,37 @@ def test_metric_table_from_hand_made_records() -> None:
         metric_rows([*records, records[0]], ["UFE"])
 
 
+def test_generation_samples_sit_under_their_row_and_step_size(tmp_path) -> None:
+    def record(group, seed, lr=None, said=(), **extra):
+        kind = "reference" if lr is None else "run"
+        forget_samples = {"forget_samples": list(said)}
+        return {
+            "group": group,
+            "kind": kind,
+            "seed": seed,
+            "forget_lr": lr,
+            "extra": forget_samples,
+            **extra,
+        }
+
+    failed = {"status": "failed", "error": {"message": "loss is nan at step 3"}}
+    records = [
+        record("ME+GD (dual)", 0, 3e-5, ["I forgot."]),
+        record("ME+GD (dual)", 1, 1e-5, ["Paris."]),
+        record("ME+GD (dual)", 0, 1e-5, ["London."]),
+        record("ME+GD (dual)", 0, 1e-4, **failed),
+        record("target", 0, said=["Al-Kuwaiti."]),
+    ]
+    assert TASK.appendix(records, tmp_path) == (
+        "\n## Forget-split generations (first questions)\n"
+        "\n**target** (seed 0):\n\n- 'Al-Kuwaiti.'\n"
+        "\n**ME+GD (dual)** at η_f 1e-05 (seed 0):\n\n- 'London.'\n"
+        "\n**ME+GD (dual)** at η_f 1e-05 (seed 1):\n\n- 'Paris.'\n"
+        "\n**ME+GD (dual)** at η_f 3e-05 (seed 0):\n\n- 'I forgot.'\n"
+        "\n**ME+GD (dual)** at η_f 0.0001 (seed 0): loss is nan at step 3\n"
+    )
+
+
 @pytest.mark.parametrize("name", ["tofu-phi15", "tofu-llama2", "mini-tofu", "tofu-tiny"])
 def test_named_configs_validate_and_each_run_makes_one_step(name: str) -> None:
     """The paper-size recipes as shipped (their optimizers, accumulation, loss weights,

@@ -170,16 +170,23 @@ class LLMTask(Task):
         )
 
     def appendix(self, records: Sequence[Mapping[str, Any]], out_dir: Path) -> str:  # noqa: ARG002
-        """The first forget-split generations of every record (a failed run: its error)."""
+        """The first forget-split generations of every record (a failed run: its error),
+        each run's under its row and η_f: a sweep has one row per η_f."""
         samples = ["\n## Forget-split generations (first questions)\n"]
-        for r in sorted(records, key=lambda r: (r["kind"], r["group"], r["seed"])):
+        for r in sorted(records, key=_by_row):
+            at = f" at η_f {r['forget_lr']:g}" if r.get("forget_lr") is not None else ""
+            title = f"\n**{r['group']}**{at} (seed {r['seed']})"
             if is_failed(r):
-                samples.append(f"\n**{r['group']}** (seed {r['seed']}): {r['error']['message']}\n")
+                samples.append(f"{title}: {r['error']['message']}\n")
                 continue
-            texts = r.get("extra", {}).get("forget_samples", [])
-            samples.append(f"\n**{r['group']}** (seed {r['seed']}):\n\n")
-            samples += [f"- {t!r}\n" for t in texts]
+            samples.append(f"{title}:\n\n")
+            samples += [f"- {t!r}\n" for t in r.get("extra", {}).get("forget_samples", [])]
         return "".join(samples)
+
+
+def _by_row(record: Mapping[str, Any]) -> tuple:
+    """References first, then each row (label, η_f) seed by seed."""
+    return (record["kind"], record["group"], record.get("forget_lr") or 0.0, record["seed"])
 
 
 TASK = LLMTask()
