@@ -158,15 +158,10 @@ class Summary:
 
 
 def record_order(record: Mapping[str, Any]) -> tuple:
-    """Rows by method, setting (as SETTINGS lists them), label and η_f: the two Alternates
-    of a method in one order in every table, not the order records happened to be read in."""
-    setting = record.get("setting")
-    return (
-        record.get("method") or "",
-        SETTINGS.index(setting) if setting in SETTINGS else len(SETTINGS),
-        record.get("group") or "",
-        record.get("lr_scale") or 0.0,
-    )
+    """Rows by method, setting (SETTINGS' order), label, η_f: never by the order read in."""
+    setting, group = record.get("setting"), record.get("group") or ""
+    rank = SETTINGS.index(setting) if setting in SETTINGS else len(SETTINGS)
+    return (record.get("method") or "", rank, group, record.get("lr_scale") or 0.0)
 
 
 def summarize(
