@@ -8,7 +8,9 @@ machine's copy bandwidth.
 
 Method (also written into the JSON):
 
-* one flat fp32 ``nn.Parameter`` of n values per size with a fixed ``torch.randn`` gradient;
+* one fp32 ``nn.Parameter`` of n values per size, a matrix with rows of 1000 values (8-bit
+  states are kept for matrices only, in row-aligned blocks: 4 per row, the last partly
+  padded, as in most LLM rows), with a fixed ``torch.randn`` gradient;
   every optimizer steps that same tensor, each with its own state (one copy of the parameter
   instead of one per optimizer keeps 1e8 within memory);
 * all optimizers of a size are stepped in interleaved rounds, in a new random order each round,
@@ -62,8 +64,9 @@ from dualoptim.optim.quantization import BLOCK
 STEP = "step"  # the objective label of single-objective optimizers
 MIN_ROUNDS = 3  # fewest timed rounds of any case that runs
 COPY_NUMEL = 100_000_000  # the copy-bandwidth probe is always 100M floats
+ROW = 1000  # values per row of every benchmarked parameter
 COMPILE_PROBE_NUMEL = 1_000_000
-FIXED_COST_NUMEL = 4096  # the smallest parameter the 8-bit optimizers quantise
+FIXED_COST_NUMEL = 5000  # just above the smallest parameter the 8-bit optimizers quantise
 FIXED_COST_STEPS = 300
 WARMUP_ROUNDS = 2  # the first allocates and faults in the states, the second sizes the budget
 #: read before every timed step: 4× this machine's 32 MB L3, so each step starts cold
@@ -245,8 +248,8 @@ def compile_times(keys: list[str]) -> dict[str, dict[str, float]]:
     """Cold torch.compile cost of each DualOptimPlus kernel (paid once per process)."""
     results = {}
     for key in keys:
-        param = nn.Parameter(torch.zeros(COMPILE_PROBE_NUMEL))
-        param.grad = torch.randn(COMPILE_PROBE_NUMEL)
+        param = nn.Parameter(torch.zeros(COMPILE_PROBE_NUMEL // ROW, ROW))
+        param.grad = torch.randn_like(param)
         opt = CASE_BY_KEY[key].build([param])
         first = timed_step(opt, "forget")
         steady = statistics.median(timed_step(opt, o) for o in ("retain", "forget") * 3)
@@ -264,8 +267,8 @@ def fixed_costs() -> dict[str, dict[str, float]]:
     scale with size (Python, dispatch, compiled-graph guards), which dominates small tensors."""
     results = {}
     for case in CASES:
-        param = nn.Parameter(torch.randn(FIXED_COST_NUMEL))
-        param.grad = torch.randn(FIXED_COST_NUMEL)
+        param = nn.Parameter(torch.randn(FIXED_COST_NUMEL // ROW, ROW))
+        param.grad = torch.randn_like(param)
         opt = case.build([param])
         results[case.key] = {}
         for objective in case.traffic:
@@ -294,8 +297,8 @@ def run_size(
 ) -> tuple[dict[str, dict[str, Any]], float]:
     """Time every case at ``numel``; return per-case raw results and other processes' CPU share."""
     generator = torch.Generator().manual_seed(numel)
-    param = nn.Parameter(torch.randn(numel, generator=generator))
-    param.grad = torch.randn(numel, generator=generator)
+    param = nn.Parameter(torch.randn(numel // ROW, ROW, generator=generator))
+    param.grad = torch.randn(numel // ROW, ROW, generator=generator)
     grad_sum = float(param.grad.sum(dtype=torch.float64))
     optimizers = {case.key: case.build([param]) for case in cases}
     evict = torch.ones(EVICT_BYTES // 4)
@@ -566,8 +569,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeats < MIN_ROUNDS:
         parser.error(f"--repeats must be at least {MIN_ROUNDS}")
-    if any(size < 1 for size in args.sizes):
-        parser.error("--sizes must be positive")
+    if any(size < ROW or size % ROW for size in args.sizes):
+        parser.error(f"--sizes must be positive multiples of {ROW} (the parameter's row length)")
     return args
 
 
@@ -616,8 +619,9 @@ def main(argv: list[str] | None = None) -> None:
             "min_rounds": MIN_ROUNDS,
             "seed": args.seed,
             "parameter": (
-                "one flat fp32 nn.Parameter of `numel` values per size, gradient torch.randn set "
-                "once; every optimizer at a size steps this same tensor with its own state"
+                f"one fp32 nn.Parameter of `numel` values per size, shape (numel / {ROW}, "
+                f"{ROW}), gradient torch.randn set once; every optimizer at a size steps this "
+                "same tensor with its own state"
             ),
             "timing": (
                 f"{WARMUP_ROUNDS} untimed warm-up rounds, then interleaved rounds in a "

@@ -264,11 +264,13 @@ def test_per_objective_weight_decay() -> None:
 def test_compiled_kernel_gives_the_eager_numbers(state_bits: int) -> None:
     """torch.compile fuses the same math; allowed difference: float rounding, measured
     1.2e-7 absolute (one fp32 ulp at θ ~ 1) after 11 steps, fp32 and 8-bit alike; asserted
-    rtol 1e-5, atol 1e-6."""
+    rtol 1e-5, atol 1e-6. Rows of 500 values end in a partial block, the case a static-shape
+    compile of the 8-bit kernel gets wrong (torch 2.13 with dynamic=False: every value of each
+    row's last, partly padded block, here 49% of them, off by up to 0.05)."""
     grads = grads_for(5000, len(MIXED), seed=7)
     results = []
     for compile_ in (False, True):
-        p = torch.nn.Parameter(torch.ones(5000))
+        p = torch.nn.Parameter(torch.ones(10, 500))
         opt = DualOptimPlus(
             [p],
             forget_lr=1e-2,
@@ -279,8 +281,9 @@ def test_compiled_kernel_gives_the_eager_numbers(state_bits: int) -> None:
             compile=compile_,
         )
         for g, objective in zip(grads, MIXED, strict=True):
-            p.grad = g.float()
+            p.grad = g.float().view(10, 500)
             opt.step(objective=objective)
+        assert opt.is_quantized(opt.state[p]) == (state_bits == 8)
         results.append(p.detach().clone())
     torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-6)
 

@@ -11,20 +11,34 @@ import torch
 from bitsandbytes.functional import create_dynamic_map, dequantize_blockwise, quantize_blockwise
 
 from dualoptim import DualOptimPlus
+from dualoptim.optim.plus_kernel import plus_math, update_8bit
 from dualoptim.optim.quantization import (
     BLOCK,
     code_tables,
-    dequantize,
     dequantize_rows,
     max_relative_error,
     num_blocks,
-    quantize,
+    quantize_blocks,
     quantize_rows,
 )
 from helpers import MIXED
 from reference import PlusRef
 
 CPU = torch.device("cpu")
+
+
+def quantize(
+    x: torch.Tensor, code: torch.Tensor, table: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A flat tensor encoded as one row: (indices, absmax), both flat."""
+    index, absmax = quantize_rows(x.view(1, -1), code, table)
+    return index.view(-1), absmax.view(-1)
+
+
+def dequantize(
+    index: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor, numel: int
+) -> torch.Tensor:
+    return dequantize_rows(index.view(1, -1), absmax.view(1, -1), code, numel).view(-1)
 
 
 @pytest.mark.parametrize("signed", [True, False])
@@ -194,9 +208,9 @@ def test_encoding_picks_the_nearest_code_for_every_value(signed: bool) -> None:
     blocks = torch.zeros(x.numel(), BLOCK)
     blocks[:, 0] = 1.0
     blocks[:, 1] = x
-    index, absmax = quantize(blocks.view(-1), code, table)
+    index, absmax = quantize_blocks(blocks, code, table)
     assert torch.equal(absmax, torch.ones(x.numel()))
-    got = code[index.view(-1, BLOCK)[:, 1].long()]
+    got = code[index[:, 1].long()]
     distance = (x.unsqueeze(1) - code.unsqueeze(0)).abs()
     best = distance.min(dim=1).values
     assert torch.equal((got - x).abs(), best)
@@ -218,3 +232,73 @@ def test_a_shard_of_whole_rows_encodes_as_its_rows_do_in_the_whole_tensor() -> N
     decoded = dequantize_rows(index, absmax, code, 300)
     assert decoded.shape == (7, 300)
     assert float((decoded - x).abs().max()) <= max_relative_error(code) * float(absmax.max())
+
+
+def _step_by_rows(
+    p: torch.Tensor, g: torch.Tensor, states: list[torch.Tensor], coef: torch.Tensor
+) -> None:
+    """The 8-bit step as SPEC §1.5 states it: decode each state to (rows, row length), step,
+    encode each row back."""
+    tables = [code_tables(signed, CPU) for signed in (True, False, True, True)]
+    decoded = [
+        dequantize_rows(states[2 * i], states[2 * i + 1], tables[i][0], p.shape[1])
+        for i in range(4)
+    ]
+    theta, *new = plus_math(p, g, *decoded, coef, True)
+    p.copy_(theta)
+    for i, value in enumerate(new):
+        index, absmax = quantize_rows(value, *tables[i])
+        states[2 * i].copy_(index)
+        states[2 * i + 1].copy_(absmax)
+
+
+@pytest.mark.parametrize("shape", [(3, 100), (2, 257), (4, 512), (1, 5000)])
+def test_the_block_layout_kernel_is_decode_step_encode_by_rows_bit_for_bit(
+    shape: tuple[int, int],
+) -> None:
+    """update_8bit steps in the states' padded block layout; over 8 steps of gradients from
+    1e-3 to 10 it must give exactly the parameter and codes of the by-rows rule."""
+    rows, row_len = shape
+    per_row = num_blocks(row_len)
+    gen = torch.Generator().manual_seed(row_len)
+    start = torch.randn(shape, generator=gen)
+    runs = []
+    for step in (update_8bit, None):
+        p = start.clone()
+        states = [
+            t
+            for _ in range(4)
+            for t in (
+                torch.zeros(rows, per_row * BLOCK, dtype=torch.uint8),
+                torch.zeros(rows, per_row),
+            )
+        ]
+        grads = torch.Generator().manual_seed(1)
+        for t in range(1, 9):
+            g = torch.randn(shape, generator=grads) * 10.0 ** (t % 5 - 3)
+            lagged = [0.0, 0.0] if t == 1 else [1 / (1 - 0.9 ** (t - 1)), 1 / (1 - 0.95 ** (t - 1))]
+            coef = torch.tensor(
+                [
+                    1e-2,
+                    0.01,
+                    1.0,
+                    0.9,
+                    0.95,
+                    0.9,
+                    0.95,
+                    1e-8,
+                    *lagged,
+                    1 / (1 - 0.9**t),
+                    1 / (1 - 0.95**t),
+                ]
+            )
+            if step is None:
+                _step_by_rows(p, g, states, coef)
+            else:
+                step(p, g, states, coef, code_tables(True, CPU), code_tables(False, CPU), True)
+        runs.append((p, states))
+    (p_blocks, s_blocks), (p_rows, s_rows) = runs
+    assert torch.equal(p_blocks, p_rows)
+    assert not torch.equal(p_blocks, start)
+    for a, b in zip(s_blocks, s_rows, strict=True):
+        assert torch.equal(a, b)

@@ -64,24 +64,23 @@ def num_blocks(numel: int) -> int:
     return -(-numel // BLOCK)
 
 
-def quantize(x: Tensor, code: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
-    """Encode flat ``x`` as (uint8 indices padded to whole blocks, fp32 absmax per block)."""
-    n = x.numel()
-    blocks = torch.nn.functional.pad(x.float(), (0, num_blocks(n) * BLOCK - n)).view(-1, BLOCK)
-    absmax = blocks.abs().amax(dim=1)
-    scaled = blocks / absmax.clamp_min(torch.finfo(torch.float32).tiny).unsqueeze(1)
+def quantize_blocks(blocks: Tensor, code: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
+    """Encode fp32 ``blocks`` of shape (..., 256): (uint8 indices of the same shape, absmax of
+    shape (...)). The block is the last dimension, so a compiled kernel reduces over a fixed
+    256 values instead of computing each value's block from symbolic sizes."""
+    absmax = blocks.abs().amax(dim=-1, keepdim=True)
+    scaled = blocks / absmax.clamp_min(torch.finfo(torch.float32).tiny)
     key = (scaled.view(torch.int32) >> _KEY_SHIFT) & (_KEY_COUNT - 1)
     low = table[key].long()
     high = low + 1
     closer_high = (scaled - code[high]).abs() < (scaled - code[low]).abs()
     index = torch.where(closer_high, high, low)
-    return index.to(torch.uint8).view(-1), absmax
+    return index.to(torch.uint8), absmax.squeeze(-1)
 
 
-def dequantize(index: Tensor, absmax: Tensor, code: Tensor, numel: int) -> Tensor:
-    """Decode to a flat fp32 tensor of ``numel`` values."""
-    values = code[index.long()].view(-1, BLOCK) * absmax.unsqueeze(1)
-    return values.view(-1)[:numel]
+def dequantize_blocks(index: Tensor, absmax: Tensor, code: Tensor) -> Tensor:
+    """Decode indices of shape (..., 256) with absmax (...) to fp32 of the indices' shape."""
+    return code[index.long()] * absmax.unsqueeze(-1)
 
 
 def row_blocks(shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -94,22 +93,27 @@ def row_blocks(shape: tuple[int, ...]) -> tuple[int, int, int]:
     return rows, row_len, num_blocks(row_len)
 
 
+def to_row_blocks(x: Tensor, per_row: int) -> Tensor:
+    """(rows, row length) -> (rows, blocks per row, 256) in fp32, each row zero-padded to
+    whole blocks."""
+    rows, row_len = x.shape
+    padded = torch.nn.functional.pad(x.float(), (0, per_row * BLOCK - row_len))
+    return padded.view(rows, per_row, BLOCK)
+
+
 def quantize_rows(x: Tensor, code: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
     """Encode ``x`` of shape (rows, row length) block-wise with no block crossing a row:
     (uint8 indices of shape (rows, blocks per row × 256), absmax of shape (rows, blocks per
     row)). A shard of whole rows (FSDP's dim-0 sharding) encodes exactly as its rows do in
     the whole tensor."""
-    rows, row_len = x.shape
-    per_row = num_blocks(row_len)
-    padded = torch.nn.functional.pad(x.float(), (0, per_row * BLOCK - row_len))
-    index, absmax = quantize(padded.reshape(-1), code, table)
-    return index.view(rows, per_row * BLOCK), absmax.view(rows, per_row)
+    index, absmax = quantize_blocks(to_row_blocks(x, num_blocks(x.shape[1])), code, table)
+    return index.view(x.shape[0], -1), absmax
 
 
 def dequantize_rows(index: Tensor, absmax: Tensor, code: Tensor, row_len: int) -> Tensor:
     """Decode row-aligned blocks to fp32 of shape (rows, row length)."""
-    rows = index.shape[0]
-    values = dequantize(index.reshape(-1), absmax.reshape(-1), code, index.numel())
+    rows, per_row = absmax.shape
+    values = dequantize_blocks(index.view(rows, per_row, BLOCK), absmax, code)
     return values.view(rows, -1)[:, :row_len]
 
 
