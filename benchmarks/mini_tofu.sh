@@ -2,7 +2,7 @@
 # The LLM benchmark of record (docs/llm.md): mini-TOFU, real TOFU data with
 # SmolLM2-135M-Instruct on CPU, every run of configs/llm/mini-tofu.yaml (Alternate with one
 # η and per phase) at the paper's step size ×1, ×3 and ×10, seeds 0-2 (issue 16). About
-# 7 h on 2 idle cores (~45 min per seed and multiple, plus ~20 min once for the target and
+# 8 h on 2 idle cores (~50 min per seed and multiple, plus ~20 min once for the target and
 # retain models, which every seed shares); records are written as runs finish and a rerun
 # skips them, so it can run in pieces. Two one-thread processes split by runs=[...]
 # (docs/benchmarks.md) did about 15 runs an hour together, no more than one two-thread
