@@ -18,7 +18,7 @@ Method (also written into the JSON):
   forget step then a retain step in each round (1:1 alternation) and each step is timed alone;
 * DualOptimPlus kernels are compiled (timed, on an empty inductor cache) before any size; two
   untimed rounds per size then allocate the states and size each case's rounds to a time
-  budget (slow cases get fewer, never under 3; DO+ 8-bit is skipped above 3e7 values);
+  budget (slow cases get fewer, never under 3);
 * every timed step starts with cold caches (an untimed read of a 128 MB buffer), as in training
   where forward and backward run between optimizer steps;
 * median over rounds of ``time.perf_counter`` around ``step()``, torch's default thread count;
@@ -35,7 +35,6 @@ import argparse
 import datetime as dt
 import gc
 import importlib.metadata
-import math
 import os
 import platform
 import random
@@ -111,8 +110,6 @@ class Case:
     traffic: dict[str, Traffic]
     #: objective -> key of the case it must match (DualOptimizer's inner optimizers)
     reference: dict[str, str] = field(default_factory=dict)
-    max_numel: float = math.inf
-    skip_reason: str = ""
 
 
 CASES = (
@@ -158,11 +155,6 @@ CASES = (
         "DO+ 8-bit compiled",
         partial(DualOptimPlus, compile=True, state_bits=8),
         {"forget": PLUS_8BIT, "retain": PLUS_8BIT},
-        max_numel=3e7,
-        skip_reason=(
-            "~5 s/step at 1e8 on 2 cores (one fused but scalar kernel: code-table gathers do "
-            "not vectorise); its per-value cost is already shown at smaller sizes"
-        ),
     ),
     Case(
         "bnb_adamw8bit",
@@ -347,7 +339,7 @@ def run_size(
 
 
 def rows_for_size(
-    numel: int, raw: dict[str, dict[str, Any]], skipped: list[Case], copy_gbps: float
+    numel: int, raw: dict[str, dict[str, Any]], copy_gbps: float
 ) -> list[dict[str, Any]]:
     """Per (case, objective) rows with medians, ratios, state bytes and achieved bandwidth."""
     medians = {
@@ -359,9 +351,6 @@ def rows_for_size(
     fp32_state = raw["plus_compiled"]["state_bytes"][0] if "plus_compiled" in raw else None
     rows = []
     for case in CASES:
-        if case in skipped:
-            rows += [_skipped_row(numel, case, objective) for objective in case.traffic]
-            continue
         if case.key not in raw:
             continue
         all_bytes, quantized = raw[case.key]["state_bytes"]
@@ -395,20 +384,9 @@ def rows_for_size(
                     "bytes_per_step": moved,
                     "achieved_gb_per_s": moved / median / 1e9,
                     "fraction_of_copy_bandwidth": moved / median / 1e9 / copy_gbps,
-                    "skipped": None,
                 }
             )
     return rows
-
-
-def _skipped_row(numel: int, case: Case, objective: str) -> dict[str, Any]:
-    return {
-        "numel": numel,
-        "case": case.key,
-        "label": case.label,
-        "objective": objective,
-        "skipped": f"above {case.max_numel:.0e} values: {case.skip_reason}",
-    }
 
 
 # ---------------------------------------------------------------- targets and report
@@ -416,8 +394,6 @@ def evaluate_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The three targets of the brief, one entry per size (and objective where it applies)."""
     targets = []
     for row in rows:
-        if row["skipped"]:
-            continue
         if row["case"] == "dual":
             value, limit = row["ratio_to_reference"], f"|ratio−1| ≤ {DUAL_TOLERANCE:.0%}"
             met = abs(value - 1) <= DUAL_TOLERANCE
@@ -480,9 +456,6 @@ def print_report(console: Console, data: dict[str, Any]) -> None:
         if previous is not None and row["numel"] != previous:
             table.add_section()
         previous = row["numel"]
-        if row["skipped"]:
-            table.add_row(_size(row["numel"]), row["label"], row["objective"], "skipped")
-            continue
         table.add_row(
             _size(row["numel"]),
             row["label"],
@@ -506,9 +479,6 @@ def print_report(console: Console, data: dict[str, Any]) -> None:
         )
     for numel, share in data["other_cpu_share"].items():
         console.print(f"other processes' CPU share while timing {_size(int(numel))}: {share:.0%}")
-    for row in data["results"]:
-        if row["skipped"] and row["objective"] in (STEP, "forget"):
-            console.print(f"skipped {row['label']} at {_size(row['numel'])}: {row['skipped']}")
 
     fixed = Table(
         title=f"Fixed cost of one step() ({FIXED_COST_NUMEL}-value parameter, warm caches)",
@@ -585,11 +555,7 @@ def main(argv: list[str] | None = None) -> None:
     copy = copy_bandwidth(args.repeats)
     with tempfile.TemporaryDirectory(prefix="inductor-cold-") as cache:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # read lazily by inductor
-        compiled = [
-            key
-            for key in ("plus_compiled", "plus_8bit")
-            if any(n <= CASE_BY_KEY[key].max_numel for n in sizes)
-        ]
+        compiled = ["plus_compiled", "plus_8bit"]
         console.print(f"compiling {', '.join(compiled)} on a cold inductor cache…")
         compile_info = compile_times(compiled)
         console.print(f"fixed cost per step ({FIXED_COST_NUMEL}-value parameter)…")
@@ -598,13 +564,11 @@ def main(argv: list[str] | None = None) -> None:
         results: list[dict[str, Any]] = []
         shares: dict[str, float] = {}
         for numel in sizes:
-            cases = [c for c in CASES if numel <= c.max_numel]
-            skipped = [c for c in CASES if numel > c.max_numel]
             console.print(f"size {_size(numel)} ({numel:,} fp32 values)…")
             raw, shares[str(numel)] = run_size(
-                numel, cases, args.repeats, args.max_case_seconds, rng, console
+                numel, list(CASES), args.repeats, args.max_case_seconds, rng, console
             )
-            results += rows_for_size(numel, raw, skipped, copy["gb_per_s"])
+            results += rows_for_size(numel, raw, copy["gb_per_s"])
 
     data = {
         "benchmark": "optimizer_step",
