@@ -190,11 +190,10 @@ def state_bytes(opt: Optimizer) -> tuple[int, int | None]:
     if isinstance(opt, DualOptimPlus):
         reported = opt.state_bytes()
         return reported["all"], reported["quantized"]
-    holders = [opt, *opt.inner.values()] if isinstance(opt, DualOptimizer) else [opt]
+    # DualOptimizer.state holds its inner optimizers' states (keys "forget.…", "retain.…")
     total = sum(
         value.numel() * value.element_size()
-        for holder in holders
-        for per_param in holder.state.values()
+        for per_param in opt.state.values()
         for value in per_param.values()
         if isinstance(value, Tensor)
     )
