@@ -280,7 +280,6 @@ def planned_rounds(round_seconds: float, repeats: int, max_case_seconds: float) 
 # ---------------------------------------------------------------- one size
 def run_size(
     numel: int,
-    cases: list[Case],
     repeats: int,
     max_case_seconds: float,
     rng: random.Random,
@@ -291,27 +290,27 @@ def run_size(
     param = nn.Parameter(torch.randn(numel // ROW, ROW, generator=generator))
     param.grad = torch.randn(numel // ROW, ROW, generator=generator)
     grad_sum = float(param.grad.sum(dtype=torch.float64))
-    optimizers = {case.key: case.build([param]) for case in cases}
+    optimizers = {case.key: case.build([param]) for case in CASES}
     evict = torch.ones(EVICT_BYTES // 4)
 
-    warmup: dict[str, list[float]] = {c.key: [] for c in cases}
+    warmup: dict[str, list[float]] = {c.key: [] for c in CASES}
     for _ in range(WARMUP_ROUNDS):
-        for case in cases:
+        for case in CASES:
             warmup[case.key] += [timed_step(optimizers[case.key], o, evict) for o in case.traffic]
-    last_round = {c.key: sum(warmup[c.key][-len(c.traffic) :]) for c in cases}
-    rounds = {c.key: planned_rounds(last_round[c.key], repeats, max_case_seconds) for c in cases}
+    last_round = {c.key: sum(warmup[c.key][-len(c.traffic) :]) for c in CASES}
+    rounds = {c.key: planned_rounds(last_round[c.key], repeats, max_case_seconds) for c in CASES}
     console.print(
         f"  {_size(numel)}: warm-up done; timing "
-        + ", ".join(f"{c.key}×{rounds[c.key]}" for c in cases)
+        + ", ".join(f"{c.key}×{rounds[c.key]}" for c in CASES)
     )
 
-    times: dict[str, dict[str, list[float]]] = {c.key: {o: [] for o in c.traffic} for c in cases}
+    times: dict[str, dict[str, list[float]]] = {c.key: {o: [] for o in c.traffic} for c in CASES}
     gc.collect()
     gc.disable()  # a collection inside a timed step would be charged to that optimizer
     start = cpu_counters()
     try:
         for r in range(max(rounds.values())):
-            order = [c for c in cases if r < rounds[c.key]]
+            order = [c for c in CASES if r < rounds[c.key]]
             rng.shuffle(order)
             for case in order:
                 for objective in case.traffic:
@@ -330,7 +329,7 @@ def run_size(
             "times_s": times[c.key],
             "state_bytes": state_bytes(optimizers[c.key]),
         }
-        for c in cases
+        for c in CASES
     }
     del optimizers, param, evict
     gc.collect()
@@ -565,7 +564,7 @@ def main(argv: list[str] | None = None) -> None:
         for numel in sizes:
             console.print(f"size {_size(numel)} ({numel:,} fp32 values)…")
             raw, shares[str(numel)] = run_size(
-                numel, list(CASES), args.repeats, args.max_case_seconds, rng, console
+                numel, args.repeats, args.max_case_seconds, rng, console
             )
             results += rows_for_size(numel, raw, copy["gb_per_s"])
 

@@ -15,16 +15,33 @@ from dualoptim.optim.plus_kernel import plus_math, update_8bit
 from dualoptim.optim.quantization import (
     BLOCK,
     code_tables,
-    dequantize_rows,
+    dequantize_blocks,
     max_relative_error,
     num_blocks,
     quantize_blocks,
-    quantize_rows,
+    to_row_blocks,
 )
 from helpers import MIXED
 from reference import PlusRef
 
 CPU = torch.device("cpu")
+
+
+def quantize_rows(
+    x: torch.Tensor, code: torch.Tensor, table: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, row length) encoded as DO+ keeps a matrix's states (SPEC §1.5): codes of shape
+    (rows, blocks per row × 256), absmax of shape (rows, blocks per row)."""
+    index, absmax = quantize_blocks(to_row_blocks(x, num_blocks(x.shape[1])), code, table)
+    return index.view(x.shape[0], -1), absmax
+
+
+def dequantize_rows(
+    index: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor, row_len: int
+) -> torch.Tensor:
+    rows, per_row = absmax.shape
+    values = dequantize_blocks(index.view(rows, per_row, BLOCK), absmax, code)
+    return values.view(rows, -1)[:, :row_len]
 
 
 def quantize(

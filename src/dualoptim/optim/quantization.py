@@ -95,26 +95,11 @@ def row_blocks(shape: tuple[int, ...]) -> tuple[int, int, int]:
 
 def to_row_blocks(x: Tensor, per_row: int) -> Tensor:
     """(rows, row length) -> (rows, blocks per row, 256) in fp32, each row zero-padded to
-    whole blocks."""
+    whole blocks: no block crosses a row, so a shard of whole rows (FSDP's dim-0 sharding)
+    encodes exactly as its rows do in the whole tensor."""
     rows, row_len = x.shape
     padded = torch.nn.functional.pad(x.float(), (0, per_row * BLOCK - row_len))
     return padded.view(rows, per_row, BLOCK)
-
-
-def quantize_rows(x: Tensor, code: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
-    """Encode ``x`` of shape (rows, row length) block-wise with no block crossing a row:
-    (uint8 indices of shape (rows, blocks per row × 256), absmax of shape (rows, blocks per
-    row)). A shard of whole rows (FSDP's dim-0 sharding) encodes exactly as its rows do in
-    the whole tensor."""
-    index, absmax = quantize_blocks(to_row_blocks(x, num_blocks(x.shape[1])), code, table)
-    return index.view(x.shape[0], -1), absmax
-
-
-def dequantize_rows(index: Tensor, absmax: Tensor, code: Tensor, row_len: int) -> Tensor:
-    """Decode row-aligned blocks to fp32 of shape (rows, row length)."""
-    rows, per_row = absmax.shape
-    values = dequantize_blocks(index.view(rows, per_row, BLOCK), absmax, code)
-    return values.view(rows, -1)[:, :row_len]
 
 
 def max_relative_error(code: Tensor) -> float:
