@@ -25,6 +25,10 @@ from dualoptim.tasks.llm.format import Formatter, collate, collate_prompts
 from dualoptim.tasks.llm.losses import sequence_nll
 
 SPLIT_ROLES = ("forget", "retain", "real_authors", "world_facts")
+#: Roles whose rows carry a paraphrased answer (the truth ratio's base) and whose Prob is
+#: exp(−NLL) of the answer: TOFU's forget and retain, and the real-world task's utility split.
+#: The other roles (real authors, world facts) are multiple choice among the perturbed answers.
+PARAPHRASED_ROLES = ("forget", "retain", "utility")
 
 #: The version of the metric definitions. It is part of the keys of cached evaluations and of
 #: the record ids whose numbers depend on what changed (``World.definitions``), so numbers
@@ -147,8 +151,7 @@ def run_split(
     answers = [it.answer for it in items]
     b = options.batch_size
     answer_nll = mean_nll(model, formatter, questions, answers, b, f"{role}: answers")
-    paraphrased = role in ("forget", "retain")
-    if paraphrased:
+    if role in PARAPHRASED_ROLES:
         missing = [i for i, it in enumerate(items) if it.paraphrased_answer is None]
         if missing:
             raise ValueError(f"{role} split row {missing[0]} has no paraphrased_answer")
@@ -171,7 +174,7 @@ def split_scores(
 ) -> dict[str, float]:
     """The TOFU suite's numbers of one split (Prob, ROUGE from its per-question ``rouge``,
     Truth Ratio from its per-question ``ratios``) and token entropy."""
-    if role in ("forget", "retain"):
+    if role in PARAPHRASED_ROLES:
         prob = tofu.probability(out.answer_nll)
     else:
         prob = tofu.normalized_probability(out.answer_nll, out.perturbed_nll)
@@ -183,12 +186,21 @@ def split_scores(
     }
 
 
-def closer_look_targets(role: str, items: Sequence[TofuItem]) -> list[str]:
-    """What cosine and entailment compare a generation with (SPEC §3.3): the answer on
-    forget/retain, the full-sentence ``original_answer`` on real authors / world facts, whose
-    answer is a short phrase ("Paris") a fluent sentence shares little with."""
-    if role in ("forget", "retain"):
-        return [it.answer for it in items]
+def closer_look_targets(role: str, items: Sequence[TofuItem]) -> tuple[list[str], list[str]]:
+    """What cosine and entailment compare a generation with (SPEC §3.3), as the Closer-Look
+    code does: (cosine targets, entailment targets).
+
+    Cosine compares with a row's full-sentence ``original_answer`` when it has one, else with
+    its answer. Entailment compares with the answer on the paraphrased roles (forget, retain,
+    utility) and with ``original_answer`` on real authors / world facts, whose answer is a short
+    phrase ("Paris") a fluent sentence shares little with. So TOFU's forget/retain rows use
+    their answer for both; a real-world row uses the initial model's own ``answer`` (its
+    ``original_answer`` here) for cosine and the golden answer for entailment.
+    """
+    answers = [it.answer for it in items]
+    cosine = [it.original_answer or it.answer for it in items]
+    if role in PARAPHRASED_ROLES:
+        return cosine, answers
     missing = [i for i, it in enumerate(items) if it.original_answer is None]
     if missing:
         raise ValueError(
@@ -196,7 +208,7 @@ def closer_look_targets(role: str, items: Sequence[TofuItem]) -> list[str]:
             "compare generations with it there; use TOFU files that carry it, or set "
             "embedder and entailment to null"
         )
-    return [it.original_answer or "" for it in items]
+    return cosine, cosine
 
 
 @dataclass(frozen=True)
@@ -216,14 +228,15 @@ class CloserLookModels:
         the answer (the split's ROUGE, as the Closer-Look code gates it)."""
         if self.embedder is None and self.entailment is None:
             return {}
-        targets = closer_look_targets(role, items)
+        cosine_targets, entailment_targets = closer_look_targets(role, items)
         out = {}
         if self.embedder is not None:
-            out["cosine"] = float(np.mean(cl.cosine_scores(self.embedder, generations, targets)))
+            cosine = cl.cosine_scores(self.embedder, generations, cosine_targets)
+            out["cosine"] = float(np.mean(cosine))
         if self.entailment is not None:
             forget = role == "forget"
             entailed = cl.entailment_scores(
-                self.entailment, generations, targets, forget=forget, rouge_recall=rouge
+                self.entailment, generations, entailment_targets, forget=forget, rouge_recall=rouge
             )
             out["entailment"] = float(np.mean(entailed))
             if forget:
@@ -254,18 +267,18 @@ def evaluate_splits(
     options: EvalOptions,
     models: CloserLookModels | None = None,
 ) -> Evaluation:
-    """Run the model over the four evaluation splits (roles of SPLIT_ROLES); ``models``: the
-    Closer-Look suite's extra models (None: neither)."""
-    missing = [r for r in SPLIT_ROLES if r not in splits]
-    if missing:
-        raise ValueError(f"evaluation needs the splits {SPLIT_ROLES}; missing {missing}")
+    """Run the model over the evaluation splits, by role: TOFU's four (SPLIT_ROLES), or the
+    real-world task's forget and utility; ``models``: the Closer-Look suite's extra models
+    (None: neither)."""
+    if "forget" not in splits:
+        raise ValueError(f"evaluation needs a forget split; got the roles {list(splits)}")
     models = models or CloserLookModels()
     was_training = model.training
     model.eval()
     try:
         scores, generations, ratios = {}, {}, np.empty(0)
-        for role in SPLIT_ROLES:
-            items = list(splits[role])[: options.limit]
+        for role, role_items in splits.items():
+            items = list(role_items)[: options.limit]
             out = run_split(model, formatter, items, role, options)
             split_ratios = tofu.truth_ratio(out.base_nll, out.perturbed_nll)
             rouge = tofu.rouge_l_recall(out.generations, [it.answer for it in items])

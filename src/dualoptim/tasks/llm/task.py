@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from dualoptim.io import record_id
 from dualoptim.tasks.llm.config import LLMExperiment, LLMUnlearnSpec
@@ -61,7 +61,7 @@ def _lora_note(model: Mapping[str, Any]) -> str:
     )
 
 
-def _extra(generations: Mapping[str, Sequence[str]], variant: str) -> dict[str, Any]:
+def generation_extra(generations: Mapping[str, Sequence[str]], variant: str) -> dict[str, Any]:
     return {"metric_variant": variant, "forget_samples": list(generations["forget"][:SAMPLES])}
 
 
@@ -70,6 +70,9 @@ class LLMPlan:
     exp: LLMExperiment
     world: World
     progress: bool
+    #: The tables' layout and the records' id prefix (the real-world task's plan changes both).
+    layout: ClassVar[Layout] = LAYOUT
+    kind: ClassVar[str] = "llm"
 
     @property
     def fingerprint(self) -> str:
@@ -79,7 +82,7 @@ class LLMPlan:
         return record_config(self.exp, None, 0)
 
     def _reference_id(self, name: str) -> str:
-        return record_id("llm-reference", self.world.key, name)
+        return record_id(f"{self.kind}-reference", self.world.key, name)
 
     def references(self) -> list[Reference]:
         config = record_config(self.exp, None, 0)
@@ -87,11 +90,11 @@ class LLMPlan:
             Reference(
                 self._reference_id(name),
                 name,
-                self.exp.finetune.seed,
+                self.world.reference_seed,
                 config,
                 partial(self._reference, name),
             )
-            for name in LAYOUT.references
+            for name in self.layout.references
         ]
 
     def _reference(self, name: str) -> Outcome:
@@ -101,14 +104,13 @@ class LLMPlan:
         else:
             seconds, evaluation = world.retain_model[1], world.retain_evaluation
         metrics = world.summary(evaluation["scores"], evaluation["forget_ratios"], False)
-        return Outcome(
-            metrics, seconds, extra=_extra(evaluation["generations"], world.variant(False))
-        )
+        extra = generation_extra(evaluation["generations"], world.variant(False))
+        return Outcome(metrics, seconds, extra=extra)
 
     def jobs(self, spec: LLMUnlearnSpec, lr_scale: float) -> list[Job]:
         return [
             Job(
-                id=record_id("llm-run", self.world.key, spec, seed),
+                id=record_id(f"{self.kind}-run", self.world.key, spec, seed),
                 group=spec.label,
                 method=spec.method,
                 setting=spec.setting,
@@ -117,7 +119,7 @@ class LLMPlan:
                 seed=seed,
                 config=record_config(self.exp, spec, seed),
                 run=partial(self._unlearn, spec, seed),
-                references=tuple(self._reference_id(name) for name in LAYOUT.references),
+                references=tuple(self._reference_id(name) for name in self.layout.references),
             )
             for seed in self.exp.seeds
         ]
@@ -129,7 +131,7 @@ class LLMPlan:
             result["seconds"],
             steps=result["steps"],
             curves=result["curves"],
-            extra=_extra(result["generations"], result["variant"]),
+            extra=generation_extra(result["generations"], result["variant"]),
         )
 
 

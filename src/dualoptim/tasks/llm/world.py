@@ -27,7 +27,7 @@ from dualoptim.optim.settings import build_optimizer
 from dualoptim.tasks.llm import closer_look as cl
 from dualoptim.tasks.llm import metrics as tofu
 from dualoptim.tasks.llm.closer_look_models import HFEntailmentModel, MiniLMEmbedder
-from dualoptim.tasks.llm.config import LLMExperiment, TofuData
+from dualoptim.tasks.llm.config import FinetuneRecipe, LLMExperiment, TofuData
 from dualoptim.tasks.llm.data import RETAIN_OF, TofuItem, load_split
 from dualoptim.tasks.llm.evaluation import (
     EVAL_DEFINITIONS,
@@ -122,17 +122,25 @@ def adamw_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 
 class World:
-    """A seed-independent context: tokenizer, formatter, rows, the two fine-tuned models."""
+    """A seed-independent context: tokenizer, formatter, rows, the two fine-tuned models.
+
+    The real-world task's world (``tasks.realworld.world``) is a subclass: it reads other
+    files, may filter them with the base model (the probe), and unlearns the base model itself,
+    so those three steps are methods it overrides."""
+
+    #: The evaluation roles whose Prob is tracked during unlearning (``eval_every``).
+    curve_roles: tuple[str, ...] = ("forget", "retain")
 
     def __init__(self, exp: LLMExperiment, progress: bool = True) -> None:
         self.exp = exp
         self.progress = progress
         self.cache = Path(exp.cache_dir)
-        self.splits = load_splits(exp.data)
-        self.tokenizer, self._base = self._base_model()
+        loaded = self._load_splits()
+        self.tokenizer, self._base = self._base_model(loaded.texts)
         if exp.model.lora is not None:  # before anything is trained
             check_lora_targets(self._base, exp.model.lora.target_modules, exp.model.name)
         self.formatter = Formatter(self.tokenizer, exp.model.prompt)
+        self.splits = self._usable_splits(loaded)
         self.forget_pairs = self._pairs(self.splits.forget)
         self.retain_pairs = self._pairs(self.splits.retain)
         # the Closer-Look models, loaded now: one that cannot be loaded (a Hub id offline)
@@ -143,14 +151,28 @@ class World:
         )
         self.forget_refusals = self._forget_refusals() if self.entailment is not None else []
 
-    # ------------------------------------------------------------------ models
-    def _base_model(self):
+    # ------------------------------------------------------------------ data and models
+    def _load_splits(self) -> TofuSplits:
+        return load_splits(self.exp.data)
+
+    def _usable_splits(self, loaded: TofuSplits) -> TofuSplits:
+        """The rows the runs use, chosen once the base model and formatter exist: all of
+        them here (the real-world world keeps what the base model knows)."""
+        return loaded
+
+    @property
+    def reference_seed(self) -> int:
+        """The seed the references are made with: the tiny model's initial weights and the
+        fine-tuning's batch order."""
+        return self.exp.finetune.seed
+
+    def _base_model(self, texts: list[str]):
         spec = self.exp.model
         if spec.name == TINY:
             from dualoptim.tasks.llm.models import train_tokenizer
 
-            tokenizer = train_tokenizer(self.splits.texts, spec.tiny.vocab_size)
-            return tokenizer, tiny_llama(len(tokenizer), spec.tiny, self.exp.finetune.seed)
+            tokenizer = train_tokenizer(texts, spec.tiny.vocab_size)
+            return tokenizer, tiny_llama(len(tokenizer), spec.tiny, self.reference_seed)
         model, tokenizer = load_pretrained(spec.name, self.cache / "models", spec.dtype)
         return tokenizer, model
 
@@ -228,11 +250,11 @@ class World:
     def _finetuned(self, which: str) -> tuple[dict[str, Tensor], float]:
         """State dict (cached) and training seconds of the model fine-tuned as ``which``."""
         path = self.cache / f"{which}-{self._model_keys[which]}.safetensors"
-        return cached_state(path, partial(self._finetune, self._training_pairs[which]))
+        pairs = self._training_pairs[which]
+        return cached_state(path, partial(self._finetune, pairs, self.exp.finetune))
 
-    def _finetune(self, pairs: list[Pair]) -> dict[str, Tensor]:
+    def _finetune(self, pairs: list[Pair], recipe: FinetuneRecipe) -> dict[str, Tensor]:
         """A copy of the base model fine-tuned on ``pairs`` by the engine (retain steps only)."""
-        recipe = self.exp.finetune
         model = copy.deepcopy(self._base)
         optimizer = build_optimizer(
             "alternate",
@@ -264,19 +286,25 @@ class World:
         return self._finetuned("retain")
 
     # ------------------------------------------------------------------ evaluation
+    @property
+    def _forget_files(self) -> tuple[str, str]:
+        """The names of the forget split's evaluation file and training file, for errors."""
+        split = self.exp.data.forget_split
+        return f"{split}_perturbed", split
+
     def _forget_refusals(self) -> list[str]:
         """The refusal paired with each forget-evaluation question, for TFE: the one IDK
         methods train on for it (``refusal_pairs`` of the forget split, from index 0). Found
         by position: row i of ``forgetXX_perturbed`` is row i of ``forgetXX`` in TOFU and the
         built-in data, which is checked."""
         rows, trained = self.splits.evaluation["forget"][: self.exp.eval.limit], self.splits.forget
-        split = self.exp.data.forget_split
+        evaluated, split = self._forget_files
         for i, row in enumerate(rows):
             if i >= len(trained) or row.question != trained[i].question:
                 raise ValueError(
-                    f"row {i} of {split}_perturbed is not row {i} of {split}: TFE pairs each "
+                    f"row {i} of {evaluated} is not row {i} of {split}: TFE pairs each "
                     "forget question with the refusal IDK methods train on for it, which "
-                    "needs TOFU's layout (the same questions in the same order)"
+                    "needs both files to hold the same questions in the same order"
                 )
         seed = self.exp.data.refusal_seed
         return [refusal(i, seed) for i in range(len(rows))]
@@ -291,7 +319,7 @@ class World:
             return tofu.probability(mean_nll(model, self.formatter, questions, answers, b))
 
         def evaluate(model: nn.Module, _: RunState) -> dict[str, float]:
-            return {f"{role}/prob": prob(model, role) for role in ("forget", "retain")}
+            return {f"{role}/prob": prob(model, role) for role in self.curve_roles}
 
         return evaluate
 
