@@ -320,6 +320,35 @@ def test_cosine_and_entailment_target_original_answer_on_fact_splits():
         suite.scores("world_facts", [row, bare], gens * 2, np.ones(2))
 
 
+def test_real_world_rows_compare_cosine_with_the_initial_answer_and_entailment_with_the_golden():
+    """Real-world rows (forget, utility) carry the published long answer as original_answer:
+    cosine compares with it, entailment with the golden answer (the Closer-Look code)."""
+    row = TofuItem(question="q", answer="b", original_answer="e")
+    gens, rouge = ["a"], np.array([1.0])
+    nli = PairNLI({("e", "a")})  # would entail only with the original answer as premise
+    suite = CloserLookModels(TableEmbedder(), nli, refusals=["b"])
+    assert suite.scores("utility", [row], gens, rouge) == {
+        "cosine": pytest.approx(0.6),
+        "entailment": 0.0,
+    }
+    assert nli.calls[-1] == (["b"], ["a"])  # the golden answer b is the premise
+    # a TOFU row (no original_answer) keeps its answer for both
+    tofu = TofuItem(question="q", answer="b")
+    assert suite.scores("utility", [tofu], gens, rouge) == {"cosine": 0.0, "entailment": 0.0}
+
+
+def test_closer_look_mu_over_the_given_utility_splits_only():
+    """The real-world task's MU is over its one utility split: 4 values here, by hand."""
+    utility = {"prob": 0.5, "rouge": 0.25, "truth_ratio": 1.0, "token_entropy": 0.5}
+    forget = {"prob": 0.2, "rouge": 0.4, "truth_ratio": 0.7, "token_entropy": 0.8}
+    res = closer_look_scores({"forget": forget, "utility": utility}, utility_splits=("utility",))
+    assert res.mu == pytest.approx(4 / (2 + 4 + 1 + 2))  # harmonic mean of the four
+    assert res.ufe == pytest.approx(1 - (0.2 + 0.4 + 0.3) / 3)
+    assert res.ovr == pytest.approx((res.mu + res.ufe) / 2)
+    with pytest.raises(ValueError, match="retain"):
+        closer_look_scores({"forget": forget, "utility": utility})  # TOFU's splits by default
+
+
 def test_forget_split_adds_the_refusal_score():
     rows = [TofuItem(question=f"q{i}", answer=f"answer {i}") for i in range(2)]
     gens = ["Sorry, I don't know.", "answer 1"]
