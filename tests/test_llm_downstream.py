@@ -17,71 +17,9 @@ from dualoptim.tasks.llm.downstream import (
     evaluate_downstream,
 )
 from dualoptim.tasks.llm.models import TinySpec, tiny_llama, train_tokenizer
+from helpers import GEN, MC, TOY_DOWNSTREAM, write_lm_eval_tasks
 
 pytest.importorskip("lm_eval")
-
-# (question, choices, gold index, the index the model is taught): 3 of 4 taught right
-MC = [
-    ("What colour is the sky", ["blue", "green", "red"], 0, 0),
-    ("What colour is grass", ["blue", "green", "red"], 1, 1),
-    ("What colour is blood", ["blue", "green", "red"], 2, 2),
-    ("What colour is snow", ["white", "black", "grey"], 0, 1),
-]
-# (question, gold answer, taught answer): 2 of 3 taught right
-GEN = [
-    ("Capital of France", "Paris", "Paris"),
-    ("Capital of Italy", "Rome", "Rome"),
-    ("Capital of Spain", "Madrid", "Lisbon"),
-]
-MC_YAML = """task: toy_mc
-dataset_path: json
-dataset_kwargs:
-  data_files: {{train: {data}}}
-test_split: train
-output_type: multiple_choice
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{answer}}}}"
-metric_list:
-  - metric: acc
-"""
-GEN_YAML = """task: toy_gen
-dataset_path: json
-dataset_kwargs:
-  data_files: {{train: {data}}}
-test_split: train
-output_type: generate_until
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_target: "{{{{answer}}}}"
-generation_kwargs:
-  until: ["\\n", "."]
-  do_sample: false
-  max_gen_toks: 8
-filter_list:
-  - name: remove_whitespace
-    filter:
-      - function: remove_whitespace
-      - function: take_first
-metric_list:
-  - metric: exact_match
-"""
-OPTIONS = {
-    "tasks": ("toy_mc", "toy_gen"),
-    "metrics": {"toy_mc": "acc,none", "toy_gen": "exact_match,remove_whitespace"},
-    "batch_size": 4,
-}
-
-
-def write_tasks(folder: Path, missing_data: bool = False) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    mc = [{"question": q, "choices": c, "answer": a} for q, c, a, _ in MC]
-    gen = [{"question": q, "answer": a} for q, a, _ in GEN]
-    for name, rows, yaml in (("mc", mc, MC_YAML), ("gen", gen, GEN_YAML)):
-        data = folder / f"{name}.jsonl"
-        if not missing_data:
-            data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        (folder / f"{name}.yaml").write_text(yaml.format(data=data))
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +48,9 @@ def taught():
 
 def test_local_tasks_score_the_hand_counted_accuracy(taught, tmp_path: Path) -> None:
     model, tokenizer = taught
-    options = DownstreamOptions(**OPTIONS, include_path=str(write_tasks(tmp_path / "tasks")))
+    options = DownstreamOptions(
+        **TOY_DOWNSTREAM, include_path=str(write_lm_eval_tasks(tmp_path / "tasks"))
+    )
     values = evaluate_downstream(model, tokenizer, options)
     assert values["toy_mc"] == pytest.approx(3 / 4)
     assert values["toy_gen"] == pytest.approx(2 / 3)
@@ -120,8 +60,8 @@ def test_local_tasks_score_the_hand_counted_accuracy(taught, tmp_path: Path) -> 
 
 def test_limit_cuts_the_items_and_results_are_cached_by_weights(taught, tmp_path: Path) -> None:
     model, tokenizer = taught
-    tasks = str(write_tasks(tmp_path / "tasks"))
-    options = DownstreamOptions(**OPTIONS, include_path=tasks, limit=2)
+    tasks = str(write_lm_eval_tasks(tmp_path / "tasks"))
+    options = DownstreamOptions(**TOY_DOWNSTREAM, include_path=tasks, limit=2)
     cache = tmp_path / "cache"
     first = evaluate_downstream(model, tokenizer, options, cache)
     assert first["toy_mc"] == pytest.approx(1.0)  # the first two items are taught right
@@ -140,8 +80,8 @@ def test_limit_cuts_the_items_and_results_are_cached_by_weights(taught, tmp_path
 
 def test_missing_task_data_is_unavailable_not_a_number(taught, tmp_path: Path) -> None:
     model, tokenizer = taught
-    tasks = write_tasks(tmp_path / "tasks", missing_data=True)
-    options = DownstreamOptions(**OPTIONS, include_path=str(tasks))
+    tasks = write_lm_eval_tasks(tmp_path / "tasks", missing_data=True)
+    options = DownstreamOptions(**TOY_DOWNSTREAM, include_path=str(tasks))
     with pytest.raises(DownstreamUnavailableError, match=r"toy_mc: "):
         evaluate_downstream(model, tokenizer, options, tmp_path / "cache")
     assert not list((tmp_path / "cache").glob("*"))

@@ -15,6 +15,7 @@ from dualoptim.config import load_config
 from dualoptim.tasks.realworld.config import RealWorldExperiment
 from dualoptim.tasks.realworld.task import TASK
 from dualoptim.tasks.realworld.world import RealWorld
+from helpers import TOY_DOWNSTREAM, write_lm_eval_tasks
 
 RUNS = (
     "runs=[{method: me+gd, setting: alternate, forget_lr: 1.0e-3, retain_lr: 1.0e-3, "
@@ -28,11 +29,21 @@ def overrides(cache: Path) -> list[str]:
     return ["eval.limit=20", "eval.max_new_tokens=16", f"cache_dir={cache}", RUNS]
 
 
+def downstream(tasks: Path) -> str:
+    """The config key that runs the local lm-eval tasks of ``tasks`` on every model."""
+    metrics = TOY_DOWNSTREAM["metrics"]
+    return (
+        f"downstream={{tasks: [toy_mc, toy_gen], metrics: {{toy_mc: '{metrics['toy_mc']}', "
+        f"toy_gen: '{metrics['toy_gen']}'}}, include_path: '{tasks}', batch_size: 8}}"
+    )
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> tuple[Path, Path, list[dict]]:
     root = tmp_path_factory.mktemp("realworld")
     out, cache = root / "out", root / "cache"
-    args = ["unlearn", "--config", "realworld-tiny", "--out", str(out), *overrides(cache)]
+    tasks = downstream(write_lm_eval_tasks(root / "tasks"))
+    args = ["unlearn", "--config", "realworld-tiny", "--out", str(out), *overrides(cache), tasks]
     assert main(args) == 0
     folder = out / "realworld-tiny"
     records = [json.loads(p.read_text()) for p in sorted((folder / "records").glob("*.json"))]
@@ -58,6 +69,35 @@ def test_the_taught_initial_model_knows_and_unlearning_forgets(tiny) -> None:
     for group in ("ME+GD (alternate)", "ME+GD (dual_plus)"):
         assert groups[group]["metrics"]["forget/prob"] < 0.5 * initial["forget/prob"], group
     assert "forget_quality" not in initial  # no retain model: no Forget Quality
+
+
+def test_every_model_has_its_downstream_numbers_and_the_report_says_how(tiny) -> None:
+    folder, _, records = tiny
+    for record in records:
+        m = record["metrics"]
+        assert 0 <= m["downstream/toy_mc"] <= 1
+        assert 0 <= m["downstream/toy_gen"] <= 1
+        mean = (m["downstream/toy_mc"] + m["downstream/toy_gen"]) / 2
+        assert m["downstream/AVG"] == pytest.approx(mean)
+        assert "downstream" not in record["extra"]  # no reason to give: it ran
+    report = (folder / "report.md").read_text()
+    assert "lm-evaluation-harness on toy_mc, toy_gen, all items of each" in report
+
+
+def test_unavailable_downstream_data_is_said_not_counted(tiny, tmp_path: Path) -> None:
+    _, cache, _ = tiny
+    missing = downstream(write_lm_eval_tasks(tmp_path / "tasks", missing_data=True))
+    one_run = RUNS.split("}, {")[0] + "}]"
+    args = ["unlearn", "--config", "realworld-tiny", "--out", str(tmp_path / "out")]
+    assert main([*args, *overrides(cache), one_run, missing]) == 0
+    folder = tmp_path / "out" / "realworld-tiny"
+    records = [json.loads(p.read_text()) for p in (folder / "records").glob("*.json")]
+    assert len(records) == 2  # the initial model and the one run
+    for record in records:
+        assert not any(k.startswith("downstream/") for k in record["metrics"])
+        assert record["extra"]["downstream"].startswith("not available offline (toy_mc: ")
+    report = (folder / "report.md").read_text()
+    assert "Downstream utility (lm-eval): not available offline (toy_mc: " in report
 
 
 def test_aggregates_equal_their_definitions_by_hand(tiny) -> None:

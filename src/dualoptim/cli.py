@@ -8,6 +8,7 @@ knows a task: a config names its task, the task registry finds it, and bench run
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from fractions import Fraction
@@ -181,6 +182,12 @@ def _add_report(subparsers: argparse._SubParsersAction) -> None:
 def _models(args: argparse.Namespace) -> int:
     """train / retrain / evaluate: the reference models of each seed and their metrics."""
     task, config = _load(args)
+    if getattr(args, "downstream", False):
+        if not hasattr(config, "downstream"):
+            raise ConfigError(f"--downstream: the {task.name} task has no language model")
+        from dualoptim.tasks.llm.downstream import DownstreamOptions
+
+        config = dataclasses.replace(config, downstream=config.downstream or DownstreamOptions())
     table = task.reference_models(config, args.command)
     if is_main():
         _print_table(f"{args.command}: {args.config}", *table)
@@ -222,6 +229,13 @@ def _add_vision(subparsers: argparse._SubParsersAction) -> None:
                 action="store_true",
                 help="run again the runs recorded as failed (diverged, out of memory); "
                 "a rerun skips them otherwise",
+            )
+        if command == "evaluate":
+            parser.add_argument(
+                "--downstream",
+                action="store_true",
+                help="LLM tasks: also run the lm-eval benchmarks (SPEC §3.5) on each model, "
+                "the config's downstream options or the talk's five tasks",
             )
         if command == "bench":
             parser.add_argument(

@@ -29,6 +29,7 @@ from dualoptim.tasks.llm import metrics as tofu
 from dualoptim.tasks.llm.closer_look_models import HFEntailmentModel, MiniLMEmbedder
 from dualoptim.tasks.llm.config import FinetuneRecipe, LLMExperiment, TofuData
 from dualoptim.tasks.llm.data import RETAIN_OF, TofuItem, load_split
+from dualoptim.tasks.llm.downstream import DownstreamUnavailableError, evaluate_downstream
 from dualoptim.tasks.llm.evaluation import (
     EVAL_DEFINITIONS,
     CloserLookModels,
@@ -150,6 +151,8 @@ class World:
             "entailment", exp.entailment, HFEntailmentModel
         )
         self.forget_refusals = self._forget_refusals() if self.entailment is not None else []
+        #: Why the downstream benchmarks gave no numbers (their data could not be loaded)
+        self.downstream_unavailable: str | None = None
 
     # ------------------------------------------------------------------ data and models
     def _load_splits(self) -> TofuSplits:
@@ -213,12 +216,14 @@ class World:
         """Everything that determines the references, the evaluation and the runs' models
         (LoRA only when set: a config without it keeps its key from before LoRA existed).
         The rows' content stands for the data, not where they were read from: the same
-        TOFU from the Hub, an absolute or a relative folder reuses the same records."""
+        TOFU from the Hub, an absolute or a relative folder reuses the same records. The
+        downstream options, when set, too: their numbers are part of every record."""
         e = self.exp
         data = replace(e.data, source=None)
         parts = (self.fingerprint, self._base_fingerprint, data, e.model.finetuned, e.finetune)
         lora = () if e.model.lora is None else (e.model.lora,)
-        return fingerprint(*parts, e.eval, e.embedder, *lora, *self.definitions)
+        downstream = () if e.downstream is None else (e.downstream,)
+        return fingerprint(*parts, e.eval, e.embedder, *lora, *self.definitions, *downstream)
 
     @property
     def definitions(self) -> tuple[Any, ...]:
@@ -326,6 +331,20 @@ class World:
     def evaluate(self, model: nn.Module) -> Evaluation:
         models = CloserLookModels(self.embedder, self.entailment, self.forget_refusals)
         return evaluate_splits(model, self.formatter, self.splits.evaluation, self.exp.eval, models)
+
+    def downstream(self, model: nn.Module) -> dict[str, float]:
+        """``model``'s lm-eval numbers as metrics ``downstream/<task>`` and
+        ``downstream/AVG``: none unless the config sets ``downstream``, and none once their
+        data proved unavailable (offline), which ``downstream_unavailable`` then says."""
+        options = getattr(self.exp, "downstream", None)
+        if options is None or self.downstream_unavailable is not None:
+            return {}
+        try:
+            values = evaluate_downstream(model, self.tokenizer, options, self.cache / "downstream")
+        except DownstreamUnavailableError as err:
+            self.downstream_unavailable = f"not available offline ({err})"
+            return {}
+        return {f"downstream/{task}": value for task, value in values.items()}
 
     def _cached_evaluation(self, which: str, state: dict[str, Tensor]) -> dict[str, Any]:
         e = self.exp

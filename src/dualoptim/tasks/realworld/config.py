@@ -13,6 +13,7 @@ from typing import Literal
 
 from dualoptim.config import require_runs_and_seeds
 from dualoptim.tasks.llm.config import FinetuneRecipe, LLMUnlearnSpec, ModelSpec
+from dualoptim.tasks.llm.downstream import DownstreamOptions
 from dualoptim.tasks.llm.evaluation import EvalOptions
 from dualoptim.tasks.llm.models import TINY
 from dualoptim.tasks.realworld.probe import ProbeOptions
@@ -36,6 +37,7 @@ class RealWorldExperiment:
     eval: EvalOptions = field(default_factory=EvalOptions)
     embedder: str | None = None  # Closer-Look cosine: "minilm" (offline copy), a Hub id, or none
     entailment: str | None = None  # Closer-Look entailment: NLI model (Hub id or folder)
+    downstream: DownstreamOptions | None = None  # lm-eval benchmarks (SPEC §3.5) of each model
     runs: tuple[LLMUnlearnSpec, ...] = (LLMUnlearnSpec("me+gd", "alternate"), LLMUnlearnSpec())
     seeds: tuple[int, ...] = (0,)
     cache_dir: str = "results/cache/realworld"

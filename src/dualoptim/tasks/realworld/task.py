@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from dualoptim.tasks.llm.task import LLMPlan, LLMTask, generation_extra
+from dualoptim.tasks.llm.downstream import AVERAGE, TALK_TASKS
+from dualoptim.tasks.llm.task import (
+    LLMPlan,
+    LLMTask,
+    downstream_cells,
+    downstream_header,
+    downstream_note,
+    generation_extra,
+)
 from dualoptim.tasks.realworld.config import RealWorldExperiment
 from dualoptim.tasks.realworld.world import RealWorld
 from dualoptim.unlearn.task import Cells, Column, Layout, Outcome, is_failed
@@ -28,6 +36,8 @@ LAYOUT = Layout(
         Column("forget/prob", "forget Prob", "lower"),
         Column("utility/rouge", "utility ROUGE-L", "higher"),
         Column("utility/prob", "utility Prob", "higher"),
+        *(Column(f"downstream/{t}", label, "higher") for t, (label, _) in TALK_TASKS.items()),
+        Column(f"downstream/{AVERAGE}", "downstream AVG", "higher"),
     ),
     references=(INITIAL,),
     headline=(Column("OVR", "OVR", "higher"),),
@@ -50,7 +60,9 @@ class RealWorldPlan(LLMPlan):
         world = self.world
         evaluation = world.target_evaluation
         metrics = world.summary(evaluation["scores"], evaluation["forget_ratios"], False)
-        extra = dict(generation_extra(evaluation["generations"], world.variant(False)))
+        metrics.update(world.downstream(world.new_model(world.target[0])))
+        variant = world.variant(False)
+        extra = generation_extra(evaluation["generations"], variant, world.downstream_unavailable)
         extra["probe"] = world.probe_table()
         extra["people"] = {f: world.data.people(f) for f in ("forget", "neighbor_perturbed")}
         return Outcome(metrics, world.target[1], extra=extra)
@@ -75,8 +87,10 @@ class RealWorldTask(LLMTask):
         world = RealWorld(config)
         evaluation = world.target_evaluation
         m = world.summary(evaluation["scores"], evaluation["forget_ratios"], False)
-        cells = [[INITIAL, *(f"{m[c]:.3f}" for c in MODEL_COLUMNS), f"{world.target[1]:.0f}"]]
-        return ["model", *MODEL_COLUMNS, "train s"], cells
+        m.update(world.downstream(world.new_model(world.target[0])))
+        values = [f"{m[c]:.3f}" for c in MODEL_COLUMNS]
+        cells = [[INITIAL, *values, f"{world.target[1]:.0f}", *downstream_cells(world, m)]]
+        return ["model", *MODEL_COLUMNS, "train s", *downstream_header(world)], cells
 
     def intro(self, records: Sequence[Mapping[str, Any]]) -> str:
         config = records[0]["config"]
@@ -96,7 +110,8 @@ class RealWorldTask(LLMTask):
             "forget efficacy (UFE), refusal (TFE, IDK methods with an entailment model), model "
             "utility on the neighbours (MU) and overall (OVR). Closer-Look variant: "
             f"{'; '.join(variants)}. Row `{INITIAL}` is the model before unlearning: there is "
-            "no fine-tuned target and no retain model, so no Forget Quality.\n\n"
+            f"no fine-tuned target and no retain model, so no Forget Quality."
+            f"{downstream_note(records)}\n\n"
         )
 
     def appendix(self, records: Sequence[Mapping[str, Any]], out_dir: Path) -> str:

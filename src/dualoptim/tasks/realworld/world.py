@@ -132,7 +132,7 @@ class RealWorld(World):
         data = replace(e.data, source=None)
         lora = () if e.model.lora is None else (e.model.lora,)
         parts = (self.fingerprint, self._base_fingerprint, data, e.model.finetuned, e.teach)
-        return fingerprint(*parts, e.eval, e.embedder, e.entailment, *lora)
+        return fingerprint(*parts, e.eval, e.embedder, e.entailment, e.downstream, *lora)
 
     @property
     def definitions(self) -> tuple[Any, ...]:
