@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from dualoptim.tasks.realworld import builtin
-from dualoptim.tasks.realworld.builtin import builtin_rows, ordinal, write_builtin
-from dualoptim.tasks.realworld.data import FILES, Fact, RealWorldData, load_realworld
-from dualoptim.tasks.realworld.probe import ProbeOptions, QuestionScore, apply_probe
+from dualoptim.tasks.llm.realworld import builtin
+from dualoptim.tasks.llm.realworld.builtin import builtin_rows, ordinal, write_builtin
+from dualoptim.tasks.llm.realworld.data import FILES, Fact, RealWorldData, load_realworld
+from dualoptim.tasks.llm.realworld.probe import ProbeOptions, QuestionScore, apply_probe
 
 
 def write_set(folder: Path, rows: dict[str, list[object]]) -> Path:

@@ -12,9 +12,9 @@ from scipy import stats
 
 from dualoptim.cli import main
 from dualoptim.config import load_config
-from dualoptim.tasks.realworld.config import RealWorldExperiment
-from dualoptim.tasks.realworld.task import TASK
-from dualoptim.tasks.realworld.world import RealWorld
+from dualoptim.tasks.llm.realworld.config import RealWorldExperiment
+from dualoptim.tasks.llm.realworld.task import TASK
+from dualoptim.tasks.llm.realworld.world import RealWorld
 from helpers import TOY_DOWNSTREAM, write_lm_eval_tasks
 
 RUNS = (

@@ -8,7 +8,6 @@ knows a task: a config names its task, the task registry finds it, and bench run
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from fractions import Fraction
@@ -181,13 +180,9 @@ def _add_report(subparsers: argparse._SubParsersAction) -> None:
 
 def _models(args: argparse.Namespace) -> int:
     """train / retrain / evaluate: the reference models of each seed and their metrics."""
+    if getattr(args, "downstream", False):  # the config's downstream options, or the defaults
+        args.overrides = [*args.overrides, "downstream={}"]
     task, config = _load(args)
-    if getattr(args, "downstream", False):
-        if not hasattr(config, "downstream"):
-            raise ConfigError(f"--downstream: the {task.name} task has no language model")
-        from dualoptim.tasks.llm.downstream import DownstreamOptions
-
-        config = dataclasses.replace(config, downstream=config.downstream or DownstreamOptions())
     table = task.reference_models(config, args.command)
     if is_main():
         _print_table(f"{args.command}: {args.config}", *table)

@@ -7,6 +7,10 @@ training loop) and cached as safetensors with their evaluation, keyed by the con
 everything that determines them (the rows they learn and are evaluated on, the base model's
 weights and vocabulary, the recipe), so the references are measured once and always found,
 and replaced data or a replaced base model retrains.
+
+Over 400 lines: the world is one object on purpose. Every run of a sweep shares its data,
+base model, formatter, references and their cached evaluations; split into pieces, each run
+would carry all of them, and the real-world task's subclass would override across modules.
 """
 
 from __future__ import annotations
@@ -125,7 +129,7 @@ def adamw_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 class World:
     """A seed-independent context: tokenizer, formatter, rows, the two fine-tuned models.
 
-    The real-world task's world (``tasks.realworld.world``) is a subclass: it reads other
+    The real-world task's world (``tasks.llm.realworld.world``) is a subclass: it reads other
     files, may filter them with the base model (the probe), and unlearns the base model itself,
     so those three steps are methods it overrides."""
 

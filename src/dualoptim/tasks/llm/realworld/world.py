@@ -23,10 +23,10 @@ from torch import Tensor
 from dualoptim.io import cached_state, fingerprint, read_json, write_json
 from dualoptim.tasks.llm import closer_look as cl
 from dualoptim.tasks.llm.data import TofuItem
+from dualoptim.tasks.llm.realworld.config import RealWorldExperiment
+from dualoptim.tasks.llm.realworld.data import Fact, RealWorldData, load_realworld
+from dualoptim.tasks.llm.realworld.probe import QuestionScore, apply_probe, score_questions
 from dualoptim.tasks.llm.world import TofuSplits, World
-from dualoptim.tasks.realworld.config import RealWorldExperiment
-from dualoptim.tasks.realworld.data import Fact, RealWorldData, load_realworld
-from dualoptim.tasks.realworld.probe import QuestionScore, apply_probe, score_questions
 from dualoptim.unlearn.sharding import full_state_dict
 
 #: The files the probe scores (``forget`` follows ``forget_perturbed``).

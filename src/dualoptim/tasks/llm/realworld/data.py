@@ -72,7 +72,7 @@ def load_realworld(source: str | Path | None = None) -> RealWorldData:
     """The set in folder ``source`` (the four ``{file}.json``), or the built-in one for
     ``None`` / ``"builtin"``. Every file, row and field is checked; errors name them."""
     if source is None or source == "builtin":
-        from dualoptim.tasks.realworld.builtin import builtin_rows
+        from dualoptim.tasks.llm.realworld.builtin import builtin_rows
 
         rows = {
             file: [(f"built-in {file}, row {i}", row) for i, row in enumerate(file_rows)]

@@ -16,7 +16,7 @@ from dualoptim.tasks.llm.config import FinetuneRecipe, LLMUnlearnSpec, ModelSpec
 from dualoptim.tasks.llm.downstream import DownstreamOptions
 from dualoptim.tasks.llm.evaluation import EvalOptions
 from dualoptim.tasks.llm.models import TINY
-from dualoptim.tasks.realworld.probe import ProbeOptions
+from dualoptim.tasks.llm.realworld.probe import ProbeOptions
 
 
 @dataclass(frozen=True)

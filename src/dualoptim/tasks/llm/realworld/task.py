@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from dualoptim.tasks.llm.downstream import AVERAGE, TALK_TASKS
+from dualoptim.tasks.llm.realworld.config import RealWorldExperiment
+from dualoptim.tasks.llm.realworld.world import RealWorld
 from dualoptim.tasks.llm.task import (
     LLMPlan,
     LLMTask,
@@ -21,8 +23,6 @@ from dualoptim.tasks.llm.task import (
     downstream_note,
     generation_extra,
 )
-from dualoptim.tasks.realworld.config import RealWorldExperiment
-from dualoptim.tasks.realworld.world import RealWorld
 from dualoptim.unlearn.task import Cells, Column, Layout, Outcome, is_failed
 
 INITIAL = "initial"

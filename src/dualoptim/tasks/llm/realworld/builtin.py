@@ -82,8 +82,8 @@ def _row(name: str, fact: dict[str, Any], perturbed: bool) -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def _spec() -> dict[str, Any]:
-    text = resources.files("dualoptim.tasks.realworld").joinpath("people.yaml").read_text("utf-8")
-    return yaml.safe_load(text)
+    people = resources.files("dualoptim.tasks.llm.realworld").joinpath("people.yaml")
+    return yaml.safe_load(people.read_text("utf-8"))
 
 
 def builtin_rows() -> dict[str, list[dict[str, Any]]]:

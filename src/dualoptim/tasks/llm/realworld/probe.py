@@ -27,7 +27,7 @@ from torch import nn
 from dualoptim.tasks.llm.evaluation import EvalOptions, generate, mean_nll
 from dualoptim.tasks.llm.format import Formatter
 from dualoptim.tasks.llm.metrics import rouge_l_recall
-from dualoptim.tasks.realworld.data import Fact, RealWorldData
+from dualoptim.tasks.llm.realworld.data import Fact, RealWorldData
 
 __all__ = ["ProbeOptions", "QuestionScore", "apply_probe", "score_questions"]
 
