@@ -320,21 +320,20 @@ def test_cosine_and_entailment_target_original_answer_on_fact_splits():
         suite.scores("world_facts", [row, bare], gens * 2, np.ones(2))
 
 
-def test_real_world_rows_compare_cosine_with_the_initial_answer_and_entailment_with_the_golden():
-    """Real-world rows (forget, utility) carry the published long answer as original_answer:
-    cosine compares with it, entailment with the golden answer (the Closer-Look code)."""
-    row = TofuItem(question="q", answer="b", original_answer="e")
+def test_cosine_targets_replace_the_answer_for_cosine_only():
+    """The real-world set: cosine compares with the published answer (the initial model's
+    own), entailment with the golden answer (the Closer-Look code)."""
+    row = TofuItem(question="q", answer="b")
     gens, rouge = ["a"], np.array([1.0])
-    nli = PairNLI({("e", "a")})  # would entail only with the original answer as premise
-    suite = CloserLookModels(TableEmbedder(), nli, refusals=["b"])
+    nli = PairNLI({("e", "a")})  # would entail only with e as the premise
+    suite = CloserLookModels(TableEmbedder(), nli, cosine_targets={"utility": ["e", "unused"]})
     assert suite.scores("utility", [row], gens, rouge) == {
         "cosine": pytest.approx(0.6),
         "entailment": 0.0,
     }
     assert nli.calls[-1] == (["b"], ["a"])  # the golden answer b is the premise
-    # a TOFU row (no original_answer) keeps its answer for both
-    tofu = TofuItem(question="q", answer="b")
-    assert suite.scores("utility", [tofu], gens, rouge) == {"cosine": 0.0, "entailment": 0.0}
+    # other roles keep their targets
+    assert suite.scores("retain", [row], gens, rouge) == {"cosine": 0.0, "entailment": 0.0}
 
 
 def test_closer_look_mu_over_the_given_utility_splits_only():

@@ -186,21 +186,13 @@ def split_scores(
     }
 
 
-def closer_look_targets(role: str, items: Sequence[TofuItem]) -> tuple[list[str], list[str]]:
-    """What cosine and entailment compare a generation with (SPEC §3.3), as the Closer-Look
-    code does: (cosine targets, entailment targets).
-
-    Cosine compares with a row's full-sentence ``original_answer`` when it has one, else with
-    its answer. Entailment compares with the answer on the paraphrased roles (forget, retain,
-    utility) and with ``original_answer`` on real authors / world facts, whose answer is a short
-    phrase ("Paris") a fluent sentence shares little with. So TOFU's forget/retain rows use
-    their answer for both; a real-world row uses the initial model's own ``answer`` (its
-    ``original_answer`` here) for cosine and the golden answer for entailment.
-    """
-    answers = [it.answer for it in items]
-    cosine = [it.original_answer or it.answer for it in items]
+def closer_look_targets(role: str, items: Sequence[TofuItem]) -> list[str]:
+    """What cosine and entailment compare a generation with (SPEC §3.3): the answer on the
+    paraphrased roles (forget, retain, utility), the full-sentence ``original_answer`` on real
+    authors / world facts, whose answer is a short phrase ("Paris") a fluent sentence shares
+    little with."""
     if role in PARAPHRASED_ROLES:
-        return cosine, answers
+        return [it.answer for it in items]
     missing = [i for i, it in enumerate(items) if it.original_answer is None]
     if missing:
         raise ValueError(
@@ -208,7 +200,7 @@ def closer_look_targets(role: str, items: Sequence[TofuItem]) -> tuple[list[str]
             "compare generations with it there; use TOFU files that carry it, or set "
             "embedder and entailment to null"
         )
-    return cosine, cosine
+    return [it.original_answer or "" for it in items]
 
 
 @dataclass(frozen=True)
@@ -219,6 +211,10 @@ class CloserLookModels:
     embedder: cl.Embedder | None = None
     entailment: cl.EntailmentModel | None = None
     refusals: Sequence[str] = ()
+    #: per role, what cosine compares with instead of ``closer_look_targets``, row for row:
+    #: on the real-world set, the published ``answer`` (the initial model's own answer), as
+    #: the Closer-Look code does, while entailment keeps the golden answer
+    cosine_targets: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
     def scores(
         self, role: str, items: Sequence[TofuItem], generations: list[str], rouge: np.ndarray
@@ -228,7 +224,8 @@ class CloserLookModels:
         the answer (the split's ROUGE, as the Closer-Look code gates it)."""
         if self.embedder is None and self.entailment is None:
             return {}
-        cosine_targets, entailment_targets = closer_look_targets(role, items)
+        targets = closer_look_targets(role, items)
+        cosine_targets = list(self.cosine_targets.get(role, targets))[: len(items)]
         out = {}
         if self.embedder is not None:
             cosine = cl.cosine_scores(self.embedder, generations, cosine_targets)
@@ -236,7 +233,7 @@ class CloserLookModels:
         if self.entailment is not None:
             forget = role == "forget"
             entailed = cl.entailment_scores(
-                self.entailment, generations, entailment_targets, forget=forget, rouge_recall=rouge
+                self.entailment, generations, targets, forget=forget, rouge_recall=rouge
             )
             out["entailment"] = float(np.mean(entailed))
             if forget:

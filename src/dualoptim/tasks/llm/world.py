@@ -332,8 +332,11 @@ class World:
 
         return evaluate
 
+    def closer_look_models(self) -> CloserLookModels:
+        return CloserLookModels(self.embedder, self.entailment, self.forget_refusals)
+
     def evaluate(self, model: nn.Module) -> Evaluation:
-        models = CloserLookModels(self.embedder, self.entailment, self.forget_refusals)
+        models = self.closer_look_models()
         return evaluate_splits(model, self.formatter, self.splits.evaluation, self.exp.eval, models)
 
     def downstream(self, model: nn.Module) -> dict[str, float]:

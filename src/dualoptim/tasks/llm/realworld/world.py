@@ -23,6 +23,7 @@ from torch import Tensor
 from dualoptim.io import cached_state, fingerprint, read_json, write_json
 from dualoptim.tasks.llm import closer_look as cl
 from dualoptim.tasks.llm.data import TofuItem
+from dualoptim.tasks.llm.evaluation import CloserLookModels
 from dualoptim.tasks.llm.realworld.config import RealWorldExperiment
 from dualoptim.tasks.llm.realworld.data import Fact, RealWorldData, load_realworld
 from dualoptim.tasks.llm.realworld.probe import QuestionScore, apply_probe, score_questions
@@ -38,7 +39,8 @@ def _trained(facts: tuple[Fact, ...]) -> list[TofuItem]:
 
 
 def _evaluated(facts: tuple[Fact, ...]) -> list[TofuItem]:
-    """Scored against the golden answer; the published ``answer`` is cosine's target."""
+    """Scored against the golden answer (the published ``answer`` is cosine's target:
+    ``RealWorld.closer_look_models``)."""
     return [
         TofuItem(
             f.question,
@@ -46,7 +48,6 @@ def _evaluated(facts: tuple[Fact, ...]) -> list[TofuItem]:
             paraphrased_answer=f.paraphrased_answer,
             perturbed_answers=f.perturbed_answers,
             paraphrased_question=f.paraphrased_question,
-            original_answer=f.answer,
         )
         for f in facts
     ]
@@ -124,6 +125,13 @@ class RealWorld(World):
     @property
     def _forget_files(self) -> tuple[str, str]:
         return "forget_perturbed", "forget"
+
+    def closer_look_models(self) -> CloserLookModels:
+        """Cosine compares with the published ``answer`` (the initial model's own), as the
+        Closer-Look code does; entailment with the golden answer."""
+        own = {"forget": self.data.forget_perturbed, "utility": self.data.neighbor_perturbed}
+        targets = {role: [f.answer for f in facts] for role, facts in own.items()}
+        return replace(super().closer_look_models(), cosine_targets=targets)
 
     @property
     def key(self) -> str:
