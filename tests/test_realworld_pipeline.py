@@ -66,8 +66,8 @@ def test_the_taught_initial_model_knows_and_unlearning_forgets(tiny) -> None:
     initial = groups["initial"]["metrics"]
     assert initial["forget/rouge"] > 0.8
     assert initial["utility/rouge"] > 0.8
-    for group in ("ME+GD (alternate)", "ME+GD (dual_plus)"):
-        assert groups[group]["metrics"]["forget/prob"] < 0.5 * initial["forget/prob"], group
+    for group in ("ME+GD (alternate)", "ME+GD (dual_plus)"):  # one epoch at 1e-3
+        assert groups[group]["metrics"]["forget/prob"] < initial["forget/prob"] - 0.1, group
     assert "forget_quality" not in initial  # no retain model: no Forget Quality
 
 
