@@ -1,9 +1,11 @@
 """Test helpers: a mixed forget/retain step sequence, prescribed gradients, round trips,
-a launcher for 2-process (DDP on CPU, gloo) tests, and traceable toy image sets."""
+a launcher for 2-process (DDP on CPU, gloo) tests, traceable toy image sets, and local
+lm-eval tasks of made-up items (the downstream benchmarks' stand-ins offline)."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import subprocess
@@ -84,3 +86,67 @@ def toy_images(labels: list[int], classes: int = 10) -> ImageSet:
     n = len(labels)
     x = (torch.arange(n, dtype=torch.float32) / 1000).view(n, 1, 1, 1).expand(n, 1, 2, 2)
     return ImageSet(x.contiguous(), torch.tensor(labels, dtype=torch.int64), classes)
+
+
+# (question, choices, gold index, the index the model is taught): 3 of 4 taught right
+MC = [
+    ("What colour is the sky", ["blue", "green", "red"], 0, 0),
+    ("What colour is grass", ["blue", "green", "red"], 1, 1),
+    ("What colour is blood", ["blue", "green", "red"], 2, 2),
+    ("What colour is snow", ["white", "black", "grey"], 0, 1),
+]
+# (question, gold answer, taught answer): 2 of 3 taught right
+GEN = [
+    ("Capital of France", "Paris", "Paris"),
+    ("Capital of Italy", "Rome", "Rome"),
+    ("Capital of Spain", "Madrid", "Lisbon"),
+]
+MC_YAML = """task: toy_mc
+dataset_path: json
+dataset_kwargs:
+  data_files: {{train: {data}}}
+test_split: train
+output_type: multiple_choice
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{answer}}}}"
+metric_list:
+  - metric: acc
+"""
+GEN_YAML = """task: toy_gen
+dataset_path: json
+dataset_kwargs:
+  data_files: {{train: {data}}}
+test_split: train
+output_type: generate_until
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_target: "{{{{answer}}}}"
+generation_kwargs:
+  until: ["\\n", "."]
+  do_sample: false
+  max_gen_toks: 8
+filter_list:
+  - name: remove_whitespace
+    filter:
+      - function: remove_whitespace
+      - function: take_first
+metric_list:
+  - metric: exact_match
+"""
+TOY_DOWNSTREAM = {
+    "tasks": ("toy_mc", "toy_gen"),
+    "metrics": {"toy_mc": "acc,none", "toy_gen": "exact_match,remove_whitespace"},
+    "batch_size": 4,
+}
+
+
+def write_lm_eval_tasks(folder: Path, missing_data: bool = False) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    mc = [{"question": q, "choices": c, "answer": a} for q, c, a, _ in MC]
+    gen = [{"question": q, "answer": a} for q, a, _ in GEN]
+    for name, rows, yaml in (("mc", mc, MC_YAML), ("gen", gen, GEN_YAML)):
+        data = folder / f"{name}.jsonl"
+        if not missing_data:
+            data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (folder / f"{name}.yaml").write_text(yaml.format(data=data))
+    return folder

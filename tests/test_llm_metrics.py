@@ -320,6 +320,34 @@ def test_cosine_and_entailment_target_original_answer_on_fact_splits():
         suite.scores("world_facts", [row, bare], gens * 2, np.ones(2))
 
 
+def test_cosine_targets_replace_the_answer_for_cosine_only():
+    """The real-world set: cosine compares with the published answer (the initial model's
+    own), entailment with the golden answer (the Closer-Look code)."""
+    row = TofuItem(question="q", answer="b")
+    gens, rouge = ["a"], np.array([1.0])
+    nli = PairNLI({("e", "a")})  # would entail only with e as the premise
+    suite = CloserLookModels(TableEmbedder(), nli, cosine_targets={"utility": ["e", "unused"]})
+    assert suite.scores("utility", [row], gens, rouge) == {
+        "cosine": pytest.approx(0.6),
+        "entailment": 0.0,
+    }
+    assert nli.calls[-1] == (["b"], ["a"])  # the golden answer b is the premise
+    # other roles keep their targets
+    assert suite.scores("retain", [row], gens, rouge) == {"cosine": 0.0, "entailment": 0.0}
+
+
+def test_closer_look_mu_over_the_given_utility_splits_only():
+    """The real-world task's MU is over its one utility split: 4 values here, by hand."""
+    utility = {"prob": 0.5, "rouge": 0.25, "truth_ratio": 1.0, "token_entropy": 0.5}
+    forget = {"prob": 0.2, "rouge": 0.4, "truth_ratio": 0.7, "token_entropy": 0.8}
+    res = closer_look_scores({"forget": forget, "utility": utility}, utility_splits=("utility",))
+    assert res.mu == pytest.approx(4 / (2 + 4 + 1 + 2))  # harmonic mean of the four
+    assert res.ufe == pytest.approx(1 - (0.2 + 0.4 + 0.3) / 3)
+    assert res.ovr == pytest.approx((res.mu + res.ufe) / 2)
+    with pytest.raises(ValueError, match="retain"):
+        closer_look_scores({"forget": forget, "utility": utility})  # TOFU's splits by default
+
+
 def test_forget_split_adds_the_refusal_score():
     rows = [TofuItem(question=f"q{i}", answer=f"answer {i}") for i in range(2)]
     gens = ["Sorry, I don't know.", "answer 1"]

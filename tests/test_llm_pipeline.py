@@ -15,8 +15,9 @@ from scipy import stats
 from dualoptim.bench.metric_table import metric_csv, metric_rows, metric_table
 from dualoptim.bench.sweeps import sweep
 from dualoptim.cli import _named_config, main
-from dualoptim.config import ConfigError, load_config
+from dualoptim.config import ConfigError, load_config, read_config
 from dualoptim.io import record_id
+from dualoptim.tasks import registry
 from dualoptim.tasks.llm.config import LLMExperiment, LLMUnlearnSpec
 from dualoptim.tasks.llm.data import load_split
 from dualoptim.tasks.llm.format import IGNORE, Formatter, PairSource, PromptFormat
@@ -244,12 +245,16 @@ def test_generation_samples_sit_under_their_row_and_step_size(tmp_path) -> None:
     )
 
 
-@pytest.mark.parametrize("name", ["tofu-phi15", "tofu-llama2", "mini-tofu", "tofu-tiny"])
+@pytest.mark.parametrize(
+    "name",
+    ["tofu-phi15", "tofu-llama2", "mini-tofu", "tofu-tiny", "realworld-llama3", "realworld-tiny"],
+)
 def test_named_configs_validate_and_each_run_makes_one_step(name: str) -> None:
     """The paper-size recipes as shipped (their optimizers, accumulation, loss weights,
     reference models and refusals), each run for one forget and one retain step on a tiny
-    model over the built-in data."""
-    exp = load_config(LLMExperiment, _named_config(name))
+    model over the built-in data; the real-world task's configs too (the same runs)."""
+    path = _named_config(name)
+    exp = load_config(registry.get(read_config(path)["task"]).config_class, path)
     tokenizer = train_tokenizer(TEXTS[:200], 300)
     for spec in exp.runs:
         method = LLMMethod(spec.method, spec.losses)

@@ -180,6 +180,8 @@ def _add_report(subparsers: argparse._SubParsersAction) -> None:
 
 def _models(args: argparse.Namespace) -> int:
     """train / retrain / evaluate: the reference models of each seed and their metrics."""
+    if getattr(args, "downstream", False):  # the config's downstream options, or the defaults
+        args.overrides = [*args.overrides, "downstream={}"]
     task, config = _load(args)
     table = task.reference_models(config, args.command)
     if is_main():
@@ -222,6 +224,13 @@ def _add_vision(subparsers: argparse._SubParsersAction) -> None:
                 action="store_true",
                 help="run again the runs recorded as failed (diverged, out of memory); "
                 "a rerun skips them otherwise",
+            )
+        if command == "evaluate":
+            parser.add_argument(
+                "--downstream",
+                action="store_true",
+                help="LLM tasks: also run the lm-eval benchmarks (SPEC §3.5) on each model, "
+                "the config's downstream options or the talk's five tasks",
             )
         if command == "bench":
             parser.add_argument(

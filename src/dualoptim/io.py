@@ -11,7 +11,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -136,6 +136,25 @@ def read_json(path: Path, keys: Sequence[str] = ()) -> dict[str, Any]:
     if not isinstance(data, dict) or missing:
         raise ValueError(f"{path}: {_UNREADABLE} cache file (lacks {missing}); {_DELETE}")
     return data
+
+
+def read_jsonl(path: Path, what: str) -> Iterator[tuple[int, object]]:
+    """(line number, object) of each non-blank line of a JSON Lines file; errors name the file,
+    the line and ``what`` the file should be ("a TOFU split file")."""
+    expected = f"{what} holds one JSON object per line (JSON Lines)"
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"{path}, line {lineno}: not UTF-8 text; {expected}") from None
+            if line.strip():
+                try:
+                    yield lineno, json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(
+                        f"{path}, line {lineno}: invalid JSON ({err.msg}); {expected}"
+                    ) from None
 
 
 _UNREADABLE = "truncated or not a dualoptim"

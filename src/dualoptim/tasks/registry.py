@@ -14,6 +14,7 @@ BUILT_IN = {
     "vision": "dualoptim.tasks.vision.task",
     "llm": "dualoptim.tasks.llm.task",
     "diffusion": "dualoptim.tasks.diffusion.task",
+    "realworld": "dualoptim.tasks.llm.realworld.task",
 }
 _registered: dict[str, Task] = {}
 

@@ -235,6 +235,7 @@ def closer_look_scores(
     idk: bool = False,
     embedder_name: str | None = None,
     entailment_name: str | None = None,
+    utility_splits: Sequence[str] = UTILITY_SPLITS,
 ) -> CloserLookScores:
     """MU, UFE, TFE and OVR of the paper (SPEC §3.3) from per-split values.
 
@@ -243,7 +244,8 @@ def closer_look_scores(
     reported value: mean max(0, 1 − 1/R) on the utility splits, mean min(R, 1/R) on forget.
 
     - MU = harmonic mean of {prob, rouge, truth_ratio, token_entropy, cosine, entailment} ×
-      {retain, real_authors, world_facts} (18 values with both models).
+      ``utility_splits`` (TOFU: retain, real_authors, world_facts, 18 values with both
+      models; the real-world task: its one utility split).
     - UFE = 1 − mean of the forget split's knowledge scores {prob, rouge,
       1 − truth_ratio (= 1 − mean min(R, 1/R)), cosine, entailment}.
     - TFE (``idk=True`` only) = harmonic mean of (forget token_entropy, forget ``refusal``:
@@ -271,7 +273,7 @@ def closer_look_scores(
         _check_absent(scores, "entailment", "entailment model")
         _check_absent(scores, "refusal", "entailment model")
 
-    mu_values = {f"{s}.{m}": _unit(scores, s, m) for s in UTILITY_SPLITS for m in metrics}
+    mu_values = {f"{s}.{m}": _unit(scores, s, m) for s in utility_splits for m in metrics}
     mu = harmonic_mean(list(mu_values.values()))
 
     # the forget split's knowledge scores; its reported truth ratio, mean min(R, 1/R), is 1 when

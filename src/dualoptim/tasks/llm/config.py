@@ -10,6 +10,7 @@ from typing import Any, Literal
 from dualoptim.config import new_option, quiet_repr, require_runs_and_seeds
 from dualoptim.optim.settings import Setting, SettingName, check_per_phase_lr, setting_label
 from dualoptim.tasks.llm.data import FORGET_SPLITS
+from dualoptim.tasks.llm.downstream import DownstreamOptions
 from dualoptim.tasks.llm.evaluation import EvalOptions
 from dualoptim.tasks.llm.format import PromptFormat
 from dualoptim.tasks.llm.methods import LLMMethod, LossOptions
@@ -181,6 +182,7 @@ class LLMExperiment:
     eval: EvalOptions = field(default_factory=EvalOptions)
     embedder: str | None = None  # Closer-Look cosine: "minilm" (offline copy), a Hub id, or none
     entailment: str | None = new_option()  # Closer-Look entailment: NLI model (Hub id or folder)
+    downstream: DownstreamOptions | None = new_option()  # lm-eval benchmarks of each model
     runs: tuple[LLMUnlearnSpec, ...] = (LLMUnlearnSpec("me+gd", "alternate"), LLMUnlearnSpec())
     seeds: tuple[int, ...] = (0,)
     cache_dir: str = "results/cache/llm"

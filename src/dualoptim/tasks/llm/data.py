@@ -24,12 +24,12 @@ The split names live in ``splits`` and are re-exported here; ``source=None`` rea
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from dualoptim.io import read_jsonl
 from dualoptim.tasks.llm.generator import generate_tofu
 from dualoptim.tasks.llm.splits import EVAL_SPLITS, FACT_SPLITS, FORGET_SPLITS, RETAIN_OF, SPLITS
 
@@ -87,7 +87,7 @@ def load_split(
         return list(_builtin()[split][:limit])
     path = _download(split) if source == "hub" else _local(split, Path(source))
     items = []
-    for lineno, row in _read_jsonl(path):
+    for lineno, row in read_jsonl(path, "a TOFU split file"):
         items.append(_item(row, split, f"{path}, line {lineno}"))
         if len(items) == limit:
             break
@@ -145,24 +145,6 @@ def _download(split: str) -> Path:
             f"({type(err).__name__}: {err}); pass a local directory holding the TOFU .json "
             "files as source instead"
         ) from err
-
-
-def _read_jsonl(path: Path) -> Iterator[tuple[int, object]]:
-    """(line number, object) of each non-blank line; errors name the file and the line."""
-    expected = "a TOFU split file holds one JSON object per line (JSON Lines)"
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise ValueError(f"{path}, line {lineno}: not UTF-8 text; {expected}") from None
-            if line.strip():
-                try:
-                    yield lineno, json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(
-                        f"{path}, line {lineno}: invalid JSON ({err.msg}); {expected}"
-                    ) from None
 
 
 def _item(row: object, split: str, where: str) -> TofuItem:

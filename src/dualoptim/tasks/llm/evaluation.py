@@ -25,6 +25,10 @@ from dualoptim.tasks.llm.format import Formatter, collate, collate_prompts
 from dualoptim.tasks.llm.losses import sequence_nll
 
 SPLIT_ROLES = ("forget", "retain", "real_authors", "world_facts")
+#: Roles whose rows carry a paraphrased answer (the truth ratio's base) and whose Prob is
+#: exp(−NLL) of the answer: TOFU's forget and retain, and the real-world task's utility split.
+#: The other roles (real authors, world facts) are multiple choice among the perturbed answers.
+PARAPHRASED_ROLES = ("forget", "retain", "utility")
 
 #: The version of the metric definitions. It is part of the keys of cached evaluations and of
 #: the record ids whose numbers depend on what changed (``World.definitions``), so numbers
@@ -147,8 +151,7 @@ def run_split(
     answers = [it.answer for it in items]
     b = options.batch_size
     answer_nll = mean_nll(model, formatter, questions, answers, b, f"{role}: answers")
-    paraphrased = role in ("forget", "retain")
-    if paraphrased:
+    if role in PARAPHRASED_ROLES:
         missing = [i for i, it in enumerate(items) if it.paraphrased_answer is None]
         if missing:
             raise ValueError(f"{role} split row {missing[0]} has no paraphrased_answer")
@@ -171,7 +174,7 @@ def split_scores(
 ) -> dict[str, float]:
     """The TOFU suite's numbers of one split (Prob, ROUGE from its per-question ``rouge``,
     Truth Ratio from its per-question ``ratios``) and token entropy."""
-    if role in ("forget", "retain"):
+    if role in PARAPHRASED_ROLES:
         prob = tofu.probability(out.answer_nll)
     else:
         prob = tofu.normalized_probability(out.answer_nll, out.perturbed_nll)
@@ -184,10 +187,11 @@ def split_scores(
 
 
 def closer_look_targets(role: str, items: Sequence[TofuItem]) -> list[str]:
-    """What cosine and entailment compare a generation with (SPEC §3.3): the answer on
-    forget/retain, the full-sentence ``original_answer`` on real authors / world facts, whose
-    answer is a short phrase ("Paris") a fluent sentence shares little with."""
-    if role in ("forget", "retain"):
+    """What cosine and entailment compare a generation with (SPEC §3.3): the answer on the
+    paraphrased roles (forget, retain, utility), the full-sentence ``original_answer`` on real
+    authors / world facts, whose answer is a short phrase ("Paris") a fluent sentence shares
+    little with."""
+    if role in PARAPHRASED_ROLES:
         return [it.answer for it in items]
     missing = [i for i, it in enumerate(items) if it.original_answer is None]
     if missing:
@@ -207,6 +211,10 @@ class CloserLookModels:
     embedder: cl.Embedder | None = None
     entailment: cl.EntailmentModel | None = None
     refusals: Sequence[str] = ()
+    #: per role, what cosine compares with instead of ``closer_look_targets``, row for row:
+    #: on the real-world set, the published ``answer`` (the initial model's own answer), as
+    #: the Closer-Look code does, while entailment keeps the golden answer
+    cosine_targets: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
     def scores(
         self, role: str, items: Sequence[TofuItem], generations: list[str], rouge: np.ndarray
@@ -217,9 +225,11 @@ class CloserLookModels:
         if self.embedder is None and self.entailment is None:
             return {}
         targets = closer_look_targets(role, items)
+        cosine_targets = list(self.cosine_targets.get(role, targets))[: len(items)]
         out = {}
         if self.embedder is not None:
-            out["cosine"] = float(np.mean(cl.cosine_scores(self.embedder, generations, targets)))
+            cosine = cl.cosine_scores(self.embedder, generations, cosine_targets)
+            out["cosine"] = float(np.mean(cosine))
         if self.entailment is not None:
             forget = role == "forget"
             entailed = cl.entailment_scores(
@@ -254,18 +264,18 @@ def evaluate_splits(
     options: EvalOptions,
     models: CloserLookModels | None = None,
 ) -> Evaluation:
-    """Run the model over the four evaluation splits (roles of SPLIT_ROLES); ``models``: the
-    Closer-Look suite's extra models (None: neither)."""
-    missing = [r for r in SPLIT_ROLES if r not in splits]
-    if missing:
-        raise ValueError(f"evaluation needs the splits {SPLIT_ROLES}; missing {missing}")
+    """Run the model over the evaluation splits, by role: TOFU's four (SPLIT_ROLES), or the
+    real-world task's forget and utility; ``models``: the Closer-Look suite's extra models
+    (None: neither)."""
+    if "forget" not in splits:
+        raise ValueError(f"evaluation needs a forget split; got the roles {list(splits)}")
     models = models or CloserLookModels()
     was_training = model.training
     model.eval()
     try:
         scores, generations, ratios = {}, {}, np.empty(0)
-        for role in SPLIT_ROLES:
-            items = list(splits[role])[: options.limit]
+        for role, role_items in splits.items():
+            items = list(role_items)[: options.limit]
             out = run_split(model, formatter, items, role, options)
             split_ratios = tofu.truth_ratio(out.base_nll, out.perturbed_nll)
             rouge = tofu.rouge_l_recall(out.generations, [it.answer for it in items])

@@ -112,6 +112,7 @@ def run_unlearning(
     evaluation = world.evaluate(model)
     idk = LLMMethod(spec.method).forget == "idk"
     metrics = world.summary(evaluation.scores, evaluation.forget_ratios, idk)
+    metrics.update(world.downstream(model))
     return {
         "metrics": metrics,
         "seconds": result.seconds,
@@ -119,4 +120,5 @@ def run_unlearning(
         "curves": result.curves,
         "variant": world.variant(idk),
         "generations": evaluation.generations,
+        "downstream": world.downstream_unavailable,
     }

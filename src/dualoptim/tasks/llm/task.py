@@ -8,10 +8,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from dualoptim.io import record_id
 from dualoptim.tasks.llm.config import LLMExperiment, LLMUnlearnSpec
+from dualoptim.tasks.llm.downstream import AVERAGE
 from dualoptim.tasks.llm.run import run_unlearning
 from dualoptim.tasks.llm.world import World
 from dualoptim.unlearn.task import (
@@ -61,8 +62,15 @@ def _lora_note(model: Mapping[str, Any]) -> str:
     )
 
 
-def _extra(generations: Mapping[str, Sequence[str]], variant: str) -> dict[str, Any]:
-    return {"metric_variant": variant, "forget_samples": list(generations["forget"][:SAMPLES])}
+def generation_extra(
+    generations: Mapping[str, Sequence[str]], variant: str, downstream: str | None = None
+) -> dict[str, Any]:
+    """A record's texts: the metric variant, the first forget generations and, when the
+    downstream benchmarks gave no numbers, why."""
+    extra = {"metric_variant": variant, "forget_samples": list(generations["forget"][:SAMPLES])}
+    if downstream is not None:
+        extra["downstream"] = downstream
+    return extra
 
 
 @dataclass
@@ -70,6 +78,9 @@ class LLMPlan:
     exp: LLMExperiment
     world: World
     progress: bool
+    #: The tables' layout and the records' id prefix (the real-world task's plan changes both).
+    layout: ClassVar[Layout] = LAYOUT
+    kind: ClassVar[str] = "llm"
 
     @property
     def fingerprint(self) -> str:
@@ -79,7 +90,7 @@ class LLMPlan:
         return record_config(self.exp, None, 0)
 
     def _reference_id(self, name: str) -> str:
-        return record_id("llm-reference", self.world.key, name)
+        return record_id(f"{self.kind}-reference", self.world.key, name)
 
     def references(self) -> list[Reference]:
         config = record_config(self.exp, None, 0)
@@ -87,11 +98,11 @@ class LLMPlan:
             Reference(
                 self._reference_id(name),
                 name,
-                self.exp.finetune.seed,
+                self.world.reference_seed,
                 config,
                 partial(self._reference, name),
             )
-            for name in LAYOUT.references
+            for name in self.layout.references
         ]
 
     def _reference(self, name: str) -> Outcome:
@@ -101,14 +112,17 @@ class LLMPlan:
         else:
             seconds, evaluation = world.retain_model[1], world.retain_evaluation
         metrics = world.summary(evaluation["scores"], evaluation["forget_ratios"], False)
-        return Outcome(
-            metrics, seconds, extra=_extra(evaluation["generations"], world.variant(False))
-        )
+        state = world.target[0] if name == "target" else world.retain_model[0]
+        if getattr(self.exp, "downstream", None) is not None:
+            metrics.update(world.downstream(world.new_model(state)))
+        variant = world.variant(False)
+        extra = generation_extra(evaluation["generations"], variant, world.downstream_unavailable)
+        return Outcome(metrics, seconds, extra=extra)
 
     def jobs(self, spec: LLMUnlearnSpec, lr_scale: float) -> list[Job]:
         return [
             Job(
-                id=record_id("llm-run", self.world.key, spec, seed),
+                id=record_id(f"{self.kind}-run", self.world.key, spec, seed),
                 group=spec.label,
                 method=spec.method,
                 setting=spec.setting,
@@ -117,7 +131,7 @@ class LLMPlan:
                 seed=seed,
                 config=record_config(self.exp, spec, seed),
                 run=partial(self._unlearn, spec, seed),
-                references=tuple(self._reference_id(name) for name in LAYOUT.references),
+                references=tuple(self._reference_id(name) for name in self.layout.references),
             )
             for seed in self.exp.seeds
         ]
@@ -129,7 +143,7 @@ class LLMPlan:
             result["seconds"],
             steps=result["steps"],
             curves=result["curves"],
-            extra=_extra(result["generations"], result["variant"]),
+            extra=generation_extra(result["generations"], result["variant"], result["downstream"]),
         )
 
 
@@ -142,18 +156,21 @@ class LLMTask(Task):
         return LLMPlan(config, World(config, progress=progress), progress)
 
     def reference_models(self, config: LLMExperiment, command: str) -> Cells:
-        """train: the target; retrain: the retain model; evaluate: both, on the TOFU suite."""
+        """train: the target; retrain: the retain model; evaluate: both, on the TOFU suite
+        (and the downstream benchmarks when the config sets them)."""
         world = World(config)
         rows = []
         if command in ("train", "evaluate"):
-            rows.append(("target", world.target[1], world.target_evaluation))
+            rows.append(("target", world.target, world.target_evaluation))
         if command in ("retrain", "evaluate"):
-            rows.append(("retain model", world.retain_model[1], world.retain_evaluation))
+            rows.append(("retain model", world.retain_model, world.retain_evaluation))
         cells = []
-        for name, seconds, evaluation in rows:
+        for name, (state, seconds), evaluation in rows:
             m = world.summary(evaluation["scores"], evaluation["forget_ratios"], False)
-            cells.append([name, *(f"{m[c]:.3f}" for c in MODEL_COLUMNS), f"{seconds:.0f}"])
-        return ["model", *MODEL_COLUMNS, "train s"], cells
+            m.update(world.downstream(world.new_model(state)))
+            values = [f"{m[c]:.3f}" for c in MODEL_COLUMNS]
+            cells.append([name, *values, f"{seconds:.0f}", *downstream_cells(world, m)])
+        return ["model", *MODEL_COLUMNS, "train s", *downstream_header(world)], cells
 
     def intro(self, records: Sequence[Mapping[str, Any]]) -> str:
         split = records[0]["config"]["data"]["forget_split"]
@@ -166,7 +183,7 @@ class LLMTask(Task):
             "Quality (KS-test p-value against the retain model) and Model Utility. Closer-Look "
             f"variant: {'; '.join(variants)}. Rows `target` and `retain model` are the "
             "references: before unlearning, and the model never trained on the forget "
-            "authors.\n\n"
+            f"authors.{downstream_note(records)}\n\n"
         )
 
     def appendix(self, records: Sequence[Mapping[str, Any]], out_dir: Path) -> str:  # noqa: ARG002
@@ -182,6 +199,43 @@ class LLMTask(Task):
             samples.append(f"{title}:\n\n")
             samples += [f"- {t!r}\n" for t in r.get("extra", {}).get("forget_samples", [])]
         return "".join(samples)
+
+
+def downstream_header(world: World) -> list[str]:
+    """The ``evaluate`` table's downstream columns (none unless the config sets them)."""
+    options = world.exp.downstream
+    if options is None:
+        return []
+    return [*(options.label(t) for t in options.tasks), "AVG"]
+
+
+def downstream_cells(world: World, metrics: Mapping[str, float]) -> list[str]:
+    """A model's downstream cells; all but the first "–" when the benchmarks' data was
+    unavailable, the first saying why."""
+    options = world.exp.downstream
+    if options is None:
+        return []
+    if world.downstream_unavailable is not None:
+        return [world.downstream_unavailable] + ["–"] * len(options.tasks)
+    return [f"{metrics[f'downstream/{t}']:.3f}" for t in (*options.tasks, AVERAGE)]
+
+
+def downstream_note(records: Sequence[Mapping[str, Any]]) -> str:
+    """The report's sentence on downstream utility: which lm-eval tasks and limit, or why
+    there are no numbers ("not available offline")."""
+    config = records[0]["config"].get("downstream")
+    if config is None:
+        return ""
+    reasons = sorted(
+        {r["extra"]["downstream"] for r in records if "downstream" in r.get("extra", {})}
+    )
+    if reasons:
+        return f" Downstream utility (lm-eval): {'; '.join(reasons)}."
+    limit = "all items" if config["limit"] is None else f"the first {config['limit']} items"
+    return (
+        f" Downstream utility: lm-evaluation-harness on {', '.join(config['tasks'])}, "
+        f"{limit} of each (`downstream/*` columns; AVG their mean)."
+    )
 
 
 def _by_row(record: Mapping[str, Any]) -> tuple:

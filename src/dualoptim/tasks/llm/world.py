@@ -7,6 +7,10 @@ training loop) and cached as safetensors with their evaluation, keyed by the con
 everything that determines them (the rows they learn and are evaluated on, the base model's
 weights and vocabulary, the recipe), so the references are measured once and always found,
 and replaced data or a replaced base model retrains.
+
+Over 400 lines: the world is one object on purpose. Every run of a sweep shares its data,
+base model, formatter, references and their cached evaluations; split into pieces, each run
+would carry all of them, and the real-world task's subclass would override across modules.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from dualoptim.optim.settings import build_optimizer
 from dualoptim.tasks.llm import closer_look as cl
 from dualoptim.tasks.llm import metrics as tofu
 from dualoptim.tasks.llm.closer_look_models import HFEntailmentModel, MiniLMEmbedder
-from dualoptim.tasks.llm.config import LLMExperiment, TofuData
+from dualoptim.tasks.llm.config import FinetuneRecipe, LLMExperiment, TofuData
 from dualoptim.tasks.llm.data import RETAIN_OF, TofuItem, load_split
+from dualoptim.tasks.llm.downstream import DownstreamUnavailableError, evaluate_downstream
 from dualoptim.tasks.llm.evaluation import (
     EVAL_DEFINITIONS,
     CloserLookModels,
@@ -122,17 +127,25 @@ def adamw_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 
 class World:
-    """A seed-independent context: tokenizer, formatter, rows, the two fine-tuned models."""
+    """A seed-independent context: tokenizer, formatter, rows, the two fine-tuned models.
+
+    The real-world task's world (``tasks.llm.realworld.world``) is a subclass: it reads other
+    files, may filter them with the base model (the probe), and unlearns the base model itself,
+    so those three steps are methods it overrides."""
+
+    #: The evaluation roles whose Prob is tracked during unlearning (``eval_every``).
+    curve_roles: tuple[str, ...] = ("forget", "retain")
 
     def __init__(self, exp: LLMExperiment, progress: bool = True) -> None:
         self.exp = exp
         self.progress = progress
         self.cache = Path(exp.cache_dir)
-        self.splits = load_splits(exp.data)
-        self.tokenizer, self._base = self._base_model()
+        loaded = self._load_splits()
+        self.tokenizer, self._base = self._base_model(loaded.texts)
         if exp.model.lora is not None:  # before anything is trained
             check_lora_targets(self._base, exp.model.lora.target_modules, exp.model.name)
         self.formatter = Formatter(self.tokenizer, exp.model.prompt)
+        self.splits = self._usable_splits(loaded)
         self.forget_pairs = self._pairs(self.splits.forget)
         self.retain_pairs = self._pairs(self.splits.retain)
         # the Closer-Look models, loaded now: one that cannot be loaded (a Hub id offline)
@@ -142,15 +155,31 @@ class World:
             "entailment", exp.entailment, HFEntailmentModel
         )
         self.forget_refusals = self._forget_refusals() if self.entailment is not None else []
+        #: Why the downstream benchmarks gave no numbers (their data could not be loaded)
+        self.downstream_unavailable: str | None = None
 
-    # ------------------------------------------------------------------ models
-    def _base_model(self):
+    # ------------------------------------------------------------------ data and models
+    def _load_splits(self) -> TofuSplits:
+        return load_splits(self.exp.data)
+
+    def _usable_splits(self, loaded: TofuSplits) -> TofuSplits:
+        """The rows the runs use, chosen once the base model and formatter exist: all of
+        them here (the real-world world keeps what the base model knows)."""
+        return loaded
+
+    @property
+    def reference_seed(self) -> int:
+        """The seed the references are made with: the tiny model's initial weights and the
+        fine-tuning's batch order."""
+        return self.exp.finetune.seed
+
+    def _base_model(self, texts: list[str]):
         spec = self.exp.model
         if spec.name == TINY:
             from dualoptim.tasks.llm.models import train_tokenizer
 
-            tokenizer = train_tokenizer(self.splits.texts, spec.tiny.vocab_size)
-            return tokenizer, tiny_llama(len(tokenizer), spec.tiny, self.exp.finetune.seed)
+            tokenizer = train_tokenizer(texts, spec.tiny.vocab_size)
+            return tokenizer, tiny_llama(len(tokenizer), spec.tiny, self.reference_seed)
         model, tokenizer = load_pretrained(spec.name, self.cache / "models", spec.dtype)
         return tokenizer, model
 
@@ -191,12 +220,14 @@ class World:
         """Everything that determines the references, the evaluation and the runs' models
         (LoRA only when set: a config without it keeps its key from before LoRA existed).
         The rows' content stands for the data, not where they were read from: the same
-        TOFU from the Hub, an absolute or a relative folder reuses the same records."""
+        TOFU from the Hub, an absolute or a relative folder reuses the same records. The
+        downstream options, when set, too: their numbers are part of every record."""
         e = self.exp
         data = replace(e.data, source=None)
         parts = (self.fingerprint, self._base_fingerprint, data, e.model.finetuned, e.finetune)
         lora = () if e.model.lora is None else (e.model.lora,)
-        return fingerprint(*parts, e.eval, e.embedder, *lora, *self.definitions)
+        downstream = () if e.downstream is None else (e.downstream,)
+        return fingerprint(*parts, e.eval, e.embedder, *lora, *self.definitions, *downstream)
 
     @property
     def definitions(self) -> tuple[Any, ...]:
@@ -228,11 +259,11 @@ class World:
     def _finetuned(self, which: str) -> tuple[dict[str, Tensor], float]:
         """State dict (cached) and training seconds of the model fine-tuned as ``which``."""
         path = self.cache / f"{which}-{self._model_keys[which]}.safetensors"
-        return cached_state(path, partial(self._finetune, self._training_pairs[which]))
+        pairs = self._training_pairs[which]
+        return cached_state(path, partial(self._finetune, pairs, self.exp.finetune))
 
-    def _finetune(self, pairs: list[Pair]) -> dict[str, Tensor]:
+    def _finetune(self, pairs: list[Pair], recipe: FinetuneRecipe) -> dict[str, Tensor]:
         """A copy of the base model fine-tuned on ``pairs`` by the engine (retain steps only)."""
-        recipe = self.exp.finetune
         model = copy.deepcopy(self._base)
         optimizer = build_optimizer(
             "alternate",
@@ -264,19 +295,25 @@ class World:
         return self._finetuned("retain")
 
     # ------------------------------------------------------------------ evaluation
+    @property
+    def _forget_files(self) -> tuple[str, str]:
+        """The names of the forget split's evaluation file and training file, for errors."""
+        split = self.exp.data.forget_split
+        return f"{split}_perturbed", split
+
     def _forget_refusals(self) -> list[str]:
         """The refusal paired with each forget-evaluation question, for TFE: the one IDK
         methods train on for it (``refusal_pairs`` of the forget split, from index 0). Found
         by position: row i of ``forgetXX_perturbed`` is row i of ``forgetXX`` in TOFU and the
         built-in data, which is checked."""
         rows, trained = self.splits.evaluation["forget"][: self.exp.eval.limit], self.splits.forget
-        split = self.exp.data.forget_split
+        evaluated, split = self._forget_files
         for i, row in enumerate(rows):
             if i >= len(trained) or row.question != trained[i].question:
                 raise ValueError(
-                    f"row {i} of {split}_perturbed is not row {i} of {split}: TFE pairs each "
+                    f"row {i} of {evaluated} is not row {i} of {split}: TFE pairs each "
                     "forget question with the refusal IDK methods train on for it, which "
-                    "needs TOFU's layout (the same questions in the same order)"
+                    "needs both files to hold the same questions in the same order"
                 )
         seed = self.exp.data.refusal_seed
         return [refusal(i, seed) for i in range(len(rows))]
@@ -291,13 +328,30 @@ class World:
             return tofu.probability(mean_nll(model, self.formatter, questions, answers, b))
 
         def evaluate(model: nn.Module, _: RunState) -> dict[str, float]:
-            return {f"{role}/prob": prob(model, role) for role in ("forget", "retain")}
+            return {f"{role}/prob": prob(model, role) for role in self.curve_roles}
 
         return evaluate
 
+    def closer_look_models(self) -> CloserLookModels:
+        return CloserLookModels(self.embedder, self.entailment, self.forget_refusals)
+
     def evaluate(self, model: nn.Module) -> Evaluation:
-        models = CloserLookModels(self.embedder, self.entailment, self.forget_refusals)
+        models = self.closer_look_models()
         return evaluate_splits(model, self.formatter, self.splits.evaluation, self.exp.eval, models)
+
+    def downstream(self, model: nn.Module) -> dict[str, float]:
+        """``model``'s lm-eval numbers as metrics ``downstream/<task>`` and
+        ``downstream/AVG``: none unless the config sets ``downstream``, and none once their
+        data proved unavailable (offline), which ``downstream_unavailable`` then says."""
+        options = getattr(self.exp, "downstream", None)
+        if options is None or self.downstream_unavailable is not None:
+            return {}
+        try:
+            values = evaluate_downstream(model, self.tokenizer, options, self.cache / "downstream")
+        except DownstreamUnavailableError as err:
+            self.downstream_unavailable = f"not available offline ({err})"
+            return {}
+        return {f"downstream/{task}": value for task, value in values.items()}
 
     def _cached_evaluation(self, which: str, state: dict[str, Tensor]) -> dict[str, Any]:
         e = self.exp
