@@ -68,3 +68,16 @@ def test_fashion_mnist_ddpm_script_parses(tmp_path: Path, extra: list[str]) -> N
     assert parsed["out"] == "results/benchmarks"
     if extra:
         assert parsed["seeds"] == [0]
+
+
+@pytest.mark.parametrize("extra", [[], ["seeds=[0]"]])
+def test_realworld_mini_script_runs_every_run_of_its_config(
+    tmp_path: Path, extra: list[str]
+) -> None:
+    parsed = run_script(tmp_path, "realworld_mini.sh", *extra)
+    assert parsed["command"] == "bench"
+    assert parsed["config"] == "realworld-mini"
+    assert parsed["out"] == "results/benchmarks"
+    assert parsed["source"] is None  # the built-in set
+    assert parsed["runs"] == 12  # ME+GD and IDK+GD × six settings
+    assert parsed["seeds"] == ([0] if extra else [0, 1, 2])

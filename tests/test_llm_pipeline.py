@@ -247,7 +247,15 @@ def test_generation_samples_sit_under_their_row_and_step_size(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["tofu-phi15", "tofu-llama2", "mini-tofu", "tofu-tiny", "realworld-llama3", "realworld-tiny"],
+    [
+        "tofu-phi15",
+        "tofu-llama2",
+        "mini-tofu",
+        "tofu-tiny",
+        "realworld-llama3",
+        "realworld-mini",
+        "realworld-tiny",
+    ],
 )
 def test_named_configs_validate_and_each_run_makes_one_step(name: str) -> None:
     """The paper-size recipes as shipped (their optimizers, accumulation, loss weights,

@@ -44,6 +44,8 @@ PREFIXES = ("dualoptim ", "python examples/", "bash scripts/")
 #   (one pass over D_f and D_r; one SFR-on cycle of 1 forget + 5 retain steps).
 # - llm: finetune.epochs=1, eval.limit / eval.max_new_tokens (fewer rows and tokens
 #   evaluated), each run's epochs=1. data.retain_rows stays as shipped: it decides the layout.
+# - realworld: each run's epochs=1; teach and eval stay as shipped: the probe keeps only
+#   what the taught model answers in full.
 # - diffusion: train.iterations, classifier.train.epochs=1, fewer images generated and
 #   compared (eval.*), fewer DDIM steps, each run's iterations=1 and fewer mask/replay/Fisher
 #   samples.
@@ -56,6 +58,7 @@ SHORT = {
         "top": ["seeds=[0]", "finetune.epochs=1", "eval.limit=4", "eval.max_new_tokens=4"],
         "run": {"epochs": 1},
     },
+    "realworld": {"top": ["seeds=[0]"], "run": {"epochs": 1}},
     "diffusion": {
         "top": [
             "seeds=[0]",
@@ -111,9 +114,14 @@ QUICK: dict[str, tuple[str, list[str]]] = {
     ),
     "report (classification)": ("dualoptim report {committed}/fashion-mnist", []),
     "report (LLM)": ("dualoptim report {committed}/mini-tofu", []),
+    "report (real world)": ("dualoptim report {committed}/realworld-mini", []),
     "report (diffusion)": ("dualoptim report {committed}/fashion-mnist-ddpm", []),
     "demo": ("dualoptim demo", ["--seeds", "2", "--steps", "5", "--out", "{out}/variance"]),
     "tofu-tiny": ("dualoptim unlearn --config tofu-tiny", [*short("tofu-tiny"), *OUT]),
+    "realworld-tiny": (
+        "dualoptim unlearn --config realworld-tiny",
+        [*short("realworld-tiny", [1]), *OUT],  # DualOptim's run
+    ),
     "digits-ddpm": ("dualoptim unlearn --config digits-ddpm", [*short("digits-ddpm"), *OUT]),
     "fashion-mnist-ddpm": (
         "dualoptim bench --config fashion-mnist-ddpm",  # one class, fewer rows, SFR-on+DO
