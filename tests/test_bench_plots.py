@@ -216,6 +216,24 @@ def test_curves_figure_skips_a_group_whose_seeds_share_no_step() -> None:
     assert [ln.get_gid() for ln in fig.axes[0].get_lines()] == ["b"]  # no RT record: no line
 
 
+SIX = ("joint", "alternate", "dual", "dual_8bit", "dual_plus", "dual_plus_8bit")
+
+
+@pytest.mark.parametrize("metrics", [("FA",), ("FA", "RA"), ("FA", "RA", "TA", "MIA")])
+def test_curves_legend_of_the_six_settings_fits_inside_the_figure(
+    metrics: tuple[str, ...],
+) -> None:
+    """The real-world table's two panels once cut the legend's first column off the left."""
+    curve = {f"eval/{m}": [[0, 1.0], [10, 2.0]] for m in metrics}
+    fig = curves_figure([run(f"me+gd ({s})", 0, curve) for s in SIX], metrics=metrics)
+    FigureCanvasAgg(fig).draw()
+    (legend,) = fig.legends
+    box, page = legend.get_window_extent(), fig.bbox
+    assert page.x0 <= box.x0, (box, page)
+    assert box.x1 <= page.x1, (box, page)
+    assert len(legend.get_texts()) == len(SIX)
+
+
 def test_plot_curves_writes_a_png_atomically(tmp_path: Path) -> None:
     path = tmp_path / "figures" / "lr1" / "curves.png"  # parents do not exist yet
     plot_curves(fig1_records(), path)

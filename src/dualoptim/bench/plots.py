@@ -92,6 +92,12 @@ def _setting_rank(setting: Any) -> int:
     return order.index(setting) if setting in order else len(order)
 
 
+def _legend_columns(fig: Figure, entries: int) -> int:
+    """Columns of a figure-wide legend that fit its width: a setting's label ("joint (one
+    shared state, joint loss)") takes about 2.6 inches at font size 8."""
+    return max(1, min(entries, int(fig.get_figwidth() // 2.6), 5))
+
+
 def _colors(settings: Iterable[str]) -> dict[str, str]:
     """Each setting's colour: its own in SETTING_COLORS, else the next spare colour."""
     spare = itertools.cycle(_SPARE_COLORS)
@@ -223,7 +229,7 @@ def curves_figure(
         list(handles.values()),
         list(handles.keys()),
         loc="outside lower center",
-        ncols=min(len(handles), 5),
+        ncols=_legend_columns(fig, len(handles)),
         fontsize=8,
     )
     seeds = sorted({r.get("seed") for r in runs})
@@ -305,7 +311,8 @@ def grad_norms_figure(
     handles += [
         Line2D([], [], color="black", ls=GRAD_KINDS[k][1], label=GRAD_KINDS[k][2]) for k in drawn
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), fontsize=8)
+    columns = _legend_columns(fig, len(handles))
+    fig.legend(handles=handles, loc="outside lower center", ncols=columns, fontsize=8)
     fig.suptitle(
         "Gradient norms of the forget (L_f) and retain (L_r) losses "
         f"(mean over seeds{_scale_note(runs)})"
