@@ -92,10 +92,11 @@ def _setting_rank(setting: Any) -> int:
     return order.index(setting) if setting in order else len(order)
 
 
-def _legend_columns(fig: Figure, entries: int) -> int:
-    """Columns of a figure-wide legend that fit its width: a setting's label ("joint (one
-    shared state, joint loss)") takes about 2.6 inches at font size 8."""
-    return max(1, min(entries, int(fig.get_figwidth() // 2.6), 5))
+def figure_legend(fig: Figure, handles: Sequence[Any], labels: Sequence[str]) -> None:
+    """One legend under all panels, in the columns the figure's width fits: a setting's label
+    ("joint (one shared state, joint loss)") takes about 2.6 inches at font size 8."""
+    columns = max(1, min(len(handles), int(fig.get_figwidth() // 2.6), 5))
+    fig.legend(handles, labels, loc="outside lower center", ncols=columns, fontsize=8)
 
 
 def _colors(settings: Iterable[str]) -> dict[str, str]:
@@ -225,13 +226,7 @@ def curves_figure(
             ax.grid(alpha=0.3)
     if rt_line is not None:  # last in the legend, after every setting
         handles["RT"] = rt_line
-    fig.legend(
-        list(handles.values()),
-        list(handles.keys()),
-        loc="outside lower center",
-        ncols=_legend_columns(fig, len(handles)),
-        fontsize=8,
-    )
+    figure_legend(fig, list(handles.values()), list(handles.keys()))
     seeds = sorted({r.get("seed") for r in runs})
     fig.suptitle(
         f"Metrics during unlearning (mean ± 1 std over {len(seeds)} seeds{_scale_note(runs)})"
@@ -311,8 +306,7 @@ def grad_norms_figure(
     handles += [
         Line2D([], [], color="black", ls=GRAD_KINDS[k][1], label=GRAD_KINDS[k][2]) for k in drawn
     ]
-    columns = _legend_columns(fig, len(handles))
-    fig.legend(handles=handles, loc="outside lower center", ncols=columns, fontsize=8)
+    figure_legend(fig, handles, [h.get_label() for h in handles])
     fig.suptitle(
         "Gradient norms of the forget (L_f) and retain (L_r) losses "
         f"(mean over seeds{_scale_note(runs)})"
