@@ -475,3 +475,11 @@ def test_dpi_is_set_on_the_figures() -> None:
     assert curves_figure(fig1_records()).dpi == DPI
     assert grad_norms_figure(grad_records()).dpi == DPI
     assert sensitivity_figure(GAPS).dpi == DPI
+
+
+def test_the_dashed_reference_is_named_by_its_group() -> None:
+    """The real world's reference is the initial model, not an RT."""
+    initial = {**reference(0, {"FA": 90.0}), "group": "initial"}
+    fig = curves_figure([run("me+gd (dual)", 0, {"eval/FA": FA_B0}), initial], metrics=("FA",))
+    assert line(fig.axes[0], "RT").get_label() == "initial"
+    assert [t.get_text() for t in fig.legends[0].get_texts()][-1] == "initial"

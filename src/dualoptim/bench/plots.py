@@ -200,6 +200,8 @@ def curves_figure(
             f"plot_curves: no run record has an eval curve of {', '.join(metrics)} "
             "(or the seeds of each group share no step)"
         )
+    # the dashed line's name: the reference's group (RT; the initial model of the real world)
+    dashed = next((str(r["group"]) for r in records if r.get("kind") == "reference"), "RT")
     rows, cols = len(shown_methods), len(shown_metrics)
     fig = Figure(figsize=(3.6 * cols, 2.6 * rows + 0.9), dpi=DPI, layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
@@ -217,7 +219,7 @@ def curves_figure(
                 handles.setdefault(_setting_label(setting), line)
             rt = _reference_mean(records, metric)
             if rt is not None:
-                rt_line = ax.axhline(rt, color="black", ls="--", lw=1.2, label="RT", gid="RT")
+                rt_line = ax.axhline(rt, color="black", ls="--", lw=1.2, label=dashed, gid="RT")
             if i == 0:
                 ax.set_title(metric)
             if i == rows - 1:
@@ -225,7 +227,7 @@ def curves_figure(
             ax.set_ylabel(f"{method}: {metric}{unit}" if j == 0 else f"{metric}{unit}")
             ax.grid(alpha=0.3)
     if rt_line is not None:  # last in the legend, after every setting
-        handles["RT"] = rt_line
+        handles[dashed] = rt_line
     figure_legend(fig, list(handles.values()), list(handles.keys()))
     seeds = sorted({r.get("seed") for r in runs})
     fig.suptitle(
