@@ -99,7 +99,7 @@ def figure_legend(fig: Figure, handles: Sequence[Any], labels: Sequence[str]) ->
     fig.legend(handles, labels, loc="outside lower center", ncols=columns, fontsize=8)
 
 
-def _colors(settings: Iterable[str]) -> dict[str, str]:
+def setting_colors(settings: Iterable[str]) -> dict[str, str]:
     """Each setting's colour: its own in SETTING_COLORS, else the next spare colour."""
     spare = itertools.cycle(_SPARE_COLORS)
     return {s: SETTING_COLORS.get(s) or next(spare) for s in dict.fromkeys(settings)}
@@ -207,7 +207,7 @@ def curves_figure(
     axes = fig.subplots(rows, cols, squeeze=False)
     handles: dict[str, Any] = {}
     rt_line = None
-    colors = _colors(entry[1] for entries in table.values() for entry in entries)
+    colors = setting_colors(entry[1] for entries in table.values() for entry in entries)
     for i, method in enumerate(shown_methods):
         for j, metric in enumerate(shown_metrics):
             ax = axes[i, j]
@@ -243,7 +243,7 @@ def plot_curves(
     unit: str = " (%)",
 ) -> None:
     """Save :func:`curves_figure` of ``records`` (one lr_scale) as a PNG at ``path``."""
-    _save(curves_figure(records, metrics, unit), Path(path))
+    save_figure(curves_figure(records, metrics, unit), Path(path))
 
 
 def grad_norms_figure(
@@ -279,7 +279,7 @@ def grad_norms_figure(
     settings = sorted(
         {s for _, lines in panels for s, *_ in lines}, key=lambda s: (_setting_rank(s), s)
     )
-    colors = _colors(settings)
+    colors = setting_colors(settings)
     rows, cols = _grid(len(panels), max_cols=3)
     fig = Figure(figsize=(4.8 * cols, 3.6 * rows + 0.8), dpi=DPI, layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
@@ -322,7 +322,7 @@ def plot_grad_norms(
     kinds: Sequence[str] = ("forget", "retain"),
 ) -> None:
     """Save :func:`grad_norms_figure` of ``records`` (one lr_scale) as a PNG at ``path``."""
-    _save(grad_norms_figure(records, kinds), Path(path))
+    save_figure(grad_norms_figure(records, kinds), Path(path))
 
 
 def sensitivity_figure(
@@ -352,7 +352,7 @@ def sensitivity_figure(
     ax: Axes = fig.subplots()
     # "method (setting)": colour = setting as in the other figures, marker = method
     methods = list(dict.fromkeys(g.partition(" (")[0] for g in series))
-    colors = _colors(g.partition(" (")[2].rstrip(")") for g in series)
+    colors = setting_colors(g.partition(" (")[2].rstrip(")") for g in series)
     for group, points in series.items():
         method, _, setting = group.partition(" (")
         color = colors[setting.rstrip(")")]
@@ -385,10 +385,10 @@ def plot_sensitivity(
     xlabel: str = "η_f / configured η_f",
 ) -> None:
     """Save :func:`sensitivity_figure` of ``gaps`` as a PNG at ``path``."""
-    _save(sensitivity_figure(gaps, xlabel), Path(path))
+    save_figure(sensitivity_figure(gaps, xlabel), Path(path))
 
 
-def _save(fig: Figure, path: Path) -> None:
+def save_figure(fig: Figure, path: Path) -> None:
     """Render ``fig`` to a PNG next to ``path`` and rename it over ``path``."""
     canvas = FigureCanvasAgg(fig)
 

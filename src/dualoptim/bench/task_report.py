@@ -14,6 +14,7 @@ from dualoptim.bench.metric_table import metric_csv, metric_rows, metric_table
 from dualoptim.bench.plots import plot_curves
 from dualoptim.bench.records import RecordStore
 from dualoptim.bench.report import claims_section, timing_note, write_report, write_text_report
+from dualoptim.bench.requests_report import report_requests, request_of
 from dualoptim.bench.split_table import split_tables
 from dualoptim.bench.tables import main_table, markdown, sensitivity_table
 from dualoptim.tasks import registry
@@ -41,7 +42,16 @@ def rebuild(out_dir: Path) -> Shown:
 
 
 def report(task: Task, records: Sequence[Mapping[str, Any]], out_dir: Path, title: str) -> Shown:
-    """Write ``out_dir``'s report.md, table.csv and figures from ``records``."""
+    """Write ``out_dir``'s report.md, table.csv and figures from ``records`` (a continual
+    sweep's: its last request's, then every request's, bench/requests_report.py)."""
+    if any(request_of(r) is not None for r in records):
+        return report_requests(task, records, out_dir, title, _one_report)
+    return _one_report(task, records, out_dir, title)
+
+
+def _one_report(
+    task: Task, records: Sequence[Mapping[str, Any]], out_dir: Path, title: str
+) -> Shown:
     layout = task.layout
     if layout.gap_to is not None:
         return _gap_report(task, records, out_dir, title)

@@ -149,6 +149,20 @@ class DualOptimPlus(ObjectiveOptimizer):
                 quantized += nbytes
         return {"all": total, "quantized": quantized}
 
+    def reset_residuals(self) -> None:
+        """Zero each objective's residual moments and step counter s_o, keeping the shared
+        base (B_m, B_v) and its counter t: the ``carry_base`` policy between forget requests
+        (optim/continual.py)."""
+        for index, group in enumerate(self.param_groups):
+            for p in group["params"]:
+                state = self.state.get(p, {})
+                if "step" not in state:
+                    continue
+                expected = self._expected_state(p, index)
+                for key, meta in expected.items():
+                    if key.startswith(("forget_", "retain_")):
+                        state[key] = _zeros_like(meta, p) if isinstance(meta, Tensor) else 0
+
     # ------------------------------------------------------------------ step
     def _coef(self, group: dict[str, Any], objective: Objective, state: dict[str, Any]) -> list:
         t, s = state["step"], state[f"{objective}_step"]

@@ -142,6 +142,9 @@ class Layout:
     #: Tables without a Gap: the metrics whose paired differences (DO, DO+ − Alternate)
     #: decide the claims table (SPEC §3.4).
     headline: tuple[Column, ...] = ()
+    #: The metric of retained utility whose fall over a sequence of forget requests is its
+    #: drift (continual unlearning: TA for classification, MU for TOFU); None = no drift.
+    utility: str | None = None
 
     @property
     def metrics(self) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from dualoptim.config import new_option, quiet_repr, require_runs_and_seeds
+from dualoptim.optim.continual import StatePolicy, check_policy, check_requests, policy_label
 from dualoptim.optim.settings import Setting, SettingName, check_per_phase_lr, setting_label
 from dualoptim.tasks.images.loaders import DATASETS
 from dualoptim.tasks.images.models import MODELS
@@ -54,6 +55,9 @@ class UnlearnSpec:
     sfron_alpha: float = 25.0
     salun_keep: float = 0.5
     eval_every: int = 0  # metric curves: evaluate every this many optimizer steps (0 = none)
+    # continual runs (the experiment's ``requests``): reset, carry or carry_base (DO+) the
+    # optimizer states between requests (optim/continual.py); unset = reset
+    state_policy: StatePolicy | None = new_option()
 
     __repr__ = quiet_repr  # record ids: unset per_phase_lr leaves them as before it existed
 
@@ -82,6 +86,8 @@ class UnlearnSpec:
             raise ValueError(f"forget_lr must be > 0 (or unset: the default), got {self.forget_lr}")
         if not 0 < self.salun_keep <= 1:
             raise ValueError(f"salun_keep must lie in (0, 1], got {self.salun_keep}")
+        if self.state_policy is not None:
+            check_policy(self.state_policy, self.setting)
 
     @property
     def label(self) -> str:
@@ -92,7 +98,13 @@ class UnlearnSpec:
         per_phase = (
             self.effective_per_phase_lr if self.resolved.alternate and both else self.per_phase_lr
         )
-        return f"{self.method} ({setting_label(self.setting, per_phase)})"
+        return policy_label(
+            f"{self.method} ({setting_label(self.setting, per_phase)})", self.state_policy
+        )
+
+    @property
+    def effective_state_policy(self) -> StatePolicy:
+        return self.state_policy or "reset"
 
     @property
     def effective_forget_lr(self) -> float:
@@ -133,8 +145,9 @@ class UnlearnSpec:
         forgets, and the retain step size its optimizer takes unless it never retains."""
         method = self.registered
         used = {"method", "setting", "batch_size", "eval_every", method.length, *method.options}
-        if self.per_phase_lr is not None:
-            used.add("per_phase_lr")
+        for name in ("per_phase_lr", "state_policy"):
+            if getattr(self, name) is not None:
+                used.add(name)
         if method.forgets or self.shared_lr:  # FT's steps are retain steps, at η_f if shared
             used.add("forget_lr")
         if method.retains and not self.shared_lr:  # GA never retains
@@ -155,6 +168,11 @@ class VisionExperiment:
     )
     seeds: tuple[int, ...] = (0, 1, 2)
     cache_dir: str = "results/cache/vision"
+    # continual unlearning (SPEC §2.6): the forget set cut into this many requests made one
+    # after another (random: equal random parts; classes: whole classes in order); unset = one
+    requests: int | None = new_option()
+
+    __repr__ = quiet_repr  # record ids: unset requests leave them as before it existed
 
     def __post_init__(self) -> None:
         if self.data.name not in DATASETS and not self.data.name.endswith(".npz"):
@@ -164,3 +182,10 @@ class VisionExperiment:
         if self.model not in MODELS and not self.model.startswith("tv:"):
             raise ValueError(f"model {self.model!r} is not one of {', '.join(MODELS)}, tv:<name>")
         require_runs_and_seeds(self.runs, self.seeds)
+        check_requests(self.requests, self.runs)
+        classes = self.data.forget_classes
+        if self.requests is not None and classes is not None and len(classes) < self.requests:
+            raise ValueError(
+                f"{self.requests} requests of whole classes need at least {self.requests} "
+                f"forget_classes, got {len(classes)}"
+            )

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from dualoptim.io import cached_state, fingerprint, read_json, write_json
+from dualoptim.optim.continual import carry_states
 from dualoptim.optim.objective import ObjectiveOptimizer
 from dualoptim.optim.settings import build_optimizer
 from dualoptim.tasks.images.loaders import load_data
@@ -34,6 +35,7 @@ from dualoptim.unlearn import EngineConfig, RunState, unlearn
 from dualoptim.unlearn.engine import Evaluate
 
 CURVE_SAMPLE = 2000  # rows of D_r and of D_test evaluated for each point of a curve
+CHECKPOINT_EVERY = 50  # optimizer steps between a continual request's checkpoints
 
 
 @dataclass
@@ -159,9 +161,14 @@ def prepare(
     split = forget_split(exp, data, seed)
     original, _ = original_model(exp, data, progress)
     rt_metrics, rt_seconds = rt_reference(exp, data, split, seed, progress)
-    masks = fingerprint(_original_key(exp, data), split.forget)  # the forget rows of that data
-    prefix = Path(exp.cache_dir) / f"mask-{masks}"
-    return World(data, split, original, rt_metrics, rt_seconds, prefix)
+    return World(data, split, original, rt_metrics, rt_seconds, mask_prefix(exp, data, split))
+
+
+def mask_prefix(exp: VisionExperiment, data: ImageData, split: ForgetSplit) -> Path:
+    """Where the original model's masks for this forget set are cached: they depend on that
+    model and the forget rows only."""
+    masks = fingerprint(_original_key(exp, data), split.forget)
+    return Path(exp.cache_dir) / f"mask-{masks}"
 
 
 def evaluate_model(model: nn.Module, data: ImageData, split: ForgetSplit) -> dict[str, float]:
@@ -214,15 +221,33 @@ def curve_evaluator(world: World, seed: int, limit: int = CURVE_SAMPLE) -> Evalu
     return measure
 
 
-def run_unlearning(
-    spec: UnlearnSpec, world: World, seed: int, plus: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """Unlearn with ``spec`` from this seed's original model: final metrics, ``seconds``, and
-    ``curves`` ({name: [[step, value], ...]}: losses, gradient norms, and the metrics every
-    ``spec.eval_every`` steps). ``plus`` as in :func:`make_optimizer`."""
+@dataclass
+class Unlearned:
+    """A run's model and optimizer as it left them, its seconds and its curves."""
+
+    model: nn.Module
+    optimizer: ObjectiveOptimizer
+    seconds: float
+    curves: dict[str, list[list[float]]]
+
+
+def unlearned(
+    spec: UnlearnSpec,
+    world: World,
+    seed: int,
+    plus: Mapping[str, Any] | None = None,
+    *,
+    states: Mapping[str, Any] | None = None,
+    checkpoint_dir: Path | None = None,
+) -> Unlearned:
+    """Unlearn with ``spec`` from ``world.original`` (a copy). ``states``: an optimizer state
+    dict to start from, as ``spec.state_policy`` says (a continual request's predecessor);
+    ``checkpoint_dir``: checkpoint there every :data:`CHECKPOINT_EVERY` steps and resume."""
     model = copy.deepcopy(world.original)
     method, schedule, options = build_run(spec, world, seed)
     optimizer = make_optimizer(spec, model.parameters(), plus)
+    if states is not None:
+        carry_states(optimizer, states, spec.effective_state_policy)
     config = EngineConfig(
         schedule,
         forget_batch=spec.batch_size,
@@ -232,12 +257,26 @@ def run_unlearning(
         eval_every=spec.eval_every,
         record_grad_norms=True,
         progress=False,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=CHECKPOINT_EVERY if checkpoint_dir is not None else 0,
         **options,
     )
     forget, retain = world.sources
     evaluator = curve_evaluator(world, seed) if spec.eval_every else None
     start = time.perf_counter()
     result = unlearn(model, method, forget, retain, optimizer, config, evaluate=evaluator)
-    seconds = time.perf_counter() - start
+    # a resumed run's engine counts the time before the interruption too
+    seconds = time.perf_counter() - start if result.resumed_from_step is None else result.seconds
     curves = {name: [list(point) for point in points] for name, points in result.curves.items()}
-    return {**evaluate_model(model, world.data, world.split), "seconds": seconds, "curves": curves}
+    return Unlearned(model, optimizer, seconds, curves)
+
+
+def run_unlearning(
+    spec: UnlearnSpec, world: World, seed: int, plus: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Unlearn with ``spec`` from this seed's original model: final metrics, ``seconds``, and
+    ``curves`` ({name: [[step, value], ...]}: losses, gradient norms, and the metrics every
+    ``spec.eval_every`` steps). ``plus`` as in :func:`make_optimizer`."""
+    done = unlearned(spec, world, seed, plus)
+    metrics = evaluate_model(done.model, world.data, world.split)
+    return {**metrics, "seconds": done.seconds, "curves": done.curves}

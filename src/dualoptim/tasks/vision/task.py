@@ -25,6 +25,9 @@ from dualoptim.tasks.vision.experiment import (
     retrained_model,
     run_unlearning,
 )
+from dualoptim.tasks.vision.requests import Requests
+from dualoptim.tasks.vision.requests import jobs as request_jobs
+from dualoptim.tasks.vision.requests import references as request_references
 from dualoptim.unlearn.task import (
     NO_UNLEARNING,
     Cells,
@@ -41,6 +44,7 @@ LAYOUT = Layout(
     columns=tuple(Column(m, m) for m in METRICS),
     references=("RT", NO_UNLEARNING),
     gap_to="RT",
+    utility="TA",
 )
 
 
@@ -50,6 +54,7 @@ class VisionPlan:
     data: ImageData
     progress: bool = False
     worlds: dict[int, World] = field(default_factory=dict)
+    chains: dict[int, Requests] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> str:
@@ -69,7 +74,22 @@ class VisionPlan:
         key = reference_key(self.exp, self.data, seed)
         return record_id("reference", key), record_id(NO_UNLEARNING, key)
 
+    def requests(self, seed: int) -> Requests:
+        """This seed's continual requests (``exp.requests``), built on first use."""
+        if seed not in self.chains:
+            self.chains[seed] = Requests.of(self.exp, self.world(seed), seed)
+        return self.chains[seed]
+
     def references(self) -> list[Reference]:
+        if self.exp.requests is not None:
+            key = partial(reference_key, self.exp, self.data)
+            return [
+                ref
+                for seed in self.exp.seeds
+                for ref in request_references(
+                    partial(self.requests, seed), self.exp, seed, key(seed)
+                )
+            ]
         out = []
         for seed in self.exp.seeds:
             config = record_config(self.exp, None, seed)
@@ -91,6 +111,20 @@ class VisionPlan:
 
     def jobs(self, spec: UnlearnSpec, lr_scale: float) -> list[Job]:
         key = partial(reference_key, self.exp, self.data)
+        if self.exp.requests is not None:
+            return [
+                job
+                for seed in self.exp.seeds
+                for job in request_jobs(
+                    partial(self.requests, seed),
+                    self.exp,
+                    seed,
+                    key(seed),
+                    spec,
+                    lr_scale,
+                    record_id("run", key(seed), self.exp.train_seed, spec, seed),
+                )
+            ]
         return [
             Job(
                 id=record_id("run", key(seed), self.exp.train_seed, spec, seed),

@@ -1,0 +1,191 @@
+"""The report of a continual sweep (SPEC §2.6): the task's own tables for the last request,
+then how every run fared after each request and how far its retained utility drifted.
+
+Request k of a run is compared with the references of request k of the same seed (RT_k, the
+original measured after request k), so each request's Gap is the one-shot Gap of what has
+been forgotten so far. Drift: the utility metric (``Layout.utility``) after request 1 minus
+after request K, paired by seed; positive = utility lost along the way.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from dualoptim.bench.plots import DPI, figure_legend, save_figure, setting_colors
+from dualoptim.bench.tables import markdown, record_order, summarize
+from dualoptim.io import atomic_write
+from dualoptim.unlearn.task import Layout, Task, is_failed
+
+FIGURE = "requests.png"
+#: Line style of each state policy in the figure (colour = setting).
+POLICY_STYLES = {"reset": "-", "carry": "--", "carry_base": ":"}
+
+Key = tuple[str, float]  # (group, η_f multiple)
+
+
+def request_of(record: Mapping[str, Any]) -> int | None:
+    """The request a record belongs to (None: not a continual record)."""
+    return record.get("extra", {}).get("request")
+
+
+def report_requests(
+    task: Task,
+    records: Sequence[Mapping[str, Any]],
+    out_dir: Path,
+    title: str,
+    report: Callable[..., Any],
+) -> Any:
+    """``report`` (the task report) on the last request's records, then the section
+    "After every request" added to its report.md and its terminal tables."""
+    last = max(request_of(r) or 0 for r in records)
+    final = [r for r in records if request_of(r) == last]
+    shown = report(task, final, out_dir, f"{title}, after request {last} of {last}")
+    header, cells, text = after_every_request(task.layout, records, out_dir)
+    path = out_dir / "report.md"
+    body = path.read_text() + text
+    atomic_write(path, lambda f: f.write(body.encode()))
+    shown.tables.append(("After every request", header, cells))
+    return shown
+
+
+def _score(layout: Layout) -> tuple[str, str]:
+    """What each request is scored by: (name, how): the Gap to the layout's reference, else
+    its first headline metric's mean."""
+    if layout.gap_to is not None:
+        return "Gap", f"Gap to {layout.gap_to}_k (lower is better)"
+    column = layout.headline[0] if layout.headline else layout.columns[0]
+    return column.label, f"{column.label} ({column.better or 'mean'} is better)"
+
+
+def _per_request(
+    layout: Layout, records: Sequence[Mapping[str, Any]]
+) -> dict[Key, dict[int, list[float]]]:
+    """Each run's score per request, one value per seed (failed seeds: NaN)."""
+    by_request: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
+    for r in records:
+        if request_of(r) is not None:
+            by_request[request_of(r)].append(r)
+    scores: dict[Key, dict[int, list[float]]] = defaultdict(dict)
+    for k, chosen in sorted(by_request.items()):
+        if layout.gap_to is not None:
+            summary = summarize(chosen, layout.metrics, layout.gap_to)
+            for row in summary.rows:
+                values = list(row.seed_gaps) or [float("nan")] * len(row.seeds)
+                scores[(row.group, row.lr_scale)][k] = values
+            continue
+        metric = (layout.headline[0] if layout.headline else layout.columns[0]).metric
+        runs: dict[Key, list[float]] = defaultdict(list)
+        for r in chosen:
+            if r["kind"] == "run":
+                value = float("nan") if is_failed(r) else float(r["metrics"][metric])
+                runs[(r["group"], r["lr_scale"])].append(value)
+        for key, values in runs.items():
+            scores[key][k] = values
+    return scores
+
+
+def _drift(
+    layout: Layout, records: Sequence[Mapping[str, Any]], last: int
+) -> dict[Key, list[float]]:
+    """Per run, the utility metric after request 1 minus after request ``last``, by seed."""
+    if layout.utility is None:
+        return {}
+    value: dict[tuple[Key, int, int], float] = {}
+    for r in records:
+        if r["kind"] == "run" and not is_failed(r) and request_of(r) in (1, last):
+            value[((r["group"], r["lr_scale"]), r["seed"], request_of(r))] = float(
+                r["metrics"][layout.utility]
+            )
+    drift: dict[Key, list[float]] = defaultdict(list)
+    for key, seed, k in sorted(value):
+        if k == 1 and (key, seed, last) in value:
+            drift[key].append(value[(key, seed, 1)] - value[(key, seed, last)])
+    return drift
+
+
+def _cell(values: Sequence[float]) -> str:
+    if not values or any(np.isnan(values)):
+        return "failed" if values else ""
+    return f"{np.mean(values):.2f} ± {np.std(values):.2f}"
+
+
+def after_every_request(
+    layout: Layout, records: Sequence[Mapping[str, Any]], out_dir: Path
+) -> tuple[list[str], list[list[str]], str]:
+    """(header, cells, report section): a row per run, its score after each request (mean
+    ± std over seeds), its drift; and the figure ``requests.png``."""
+    scores = _per_request(layout, records)
+    last = max(request_of(r) or 0 for r in records)
+    drift = _drift(layout, records, last)
+    first = {(r["group"], r["lr_scale"]): r for r in records if r["kind"] == "run"}
+    order = sorted(scores, key=lambda key: record_order(first[key]))
+    name, how = _score(layout)
+    header = ["run", *(f"{name} after {k}" for k in range(1, last + 1))]
+    if layout.utility is not None:
+        header.append(f"{layout.utility} drift (1 → {last})")
+    cells = []
+    for key in order:
+        row = [_label(key), *(_cell(scores[key].get(k, [])) for k in range(1, last + 1))]
+        if layout.utility is not None:
+            row.append(_cell(drift.get(key, [])))
+        cells.append(row)
+    save_figure(requests_figure(scores, first, order, name, last), out_dir / FIGURE)
+    drift_text = (
+        f" Drift: {layout.utility} after request 1 minus after request {last}, paired by seed "
+        "(positive = retained utility lost along the sequence)."
+        if layout.utility is not None
+        else ""
+    )
+    text = (
+        "\n## After every request\n\n"
+        f"Each run's {how} after each of its {last} forget requests, mean ± std over seeds; "
+        "request k is measured on everything forgotten by then and compared with the "
+        f"references of request k.{drift_text}\n\n"
+        + markdown(header, cells)
+        + f"\n![after every request]({FIGURE})\n"
+    )
+    return header, cells, text
+
+
+def _label(key: Key) -> str:
+    group, scale = key
+    return group if scale in (None, 1.0) else f"{group} at η_f ×{scale:g}"
+
+
+def requests_figure(
+    scores: Mapping[Key, Mapping[int, Sequence[float]]],
+    first: Mapping[Key, Mapping[str, Any]],
+    order: Sequence[Key],
+    name: str,
+    last: int,
+) -> Figure:
+    """``name`` against the request index: a line per run (colour = setting, style = state
+    policy), a band of ±1 std over seeds; failed requests are gaps in the line."""
+    fig = Figure(figsize=(7.5, 4.5), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    colors = setting_colors(first[key].get("setting") or "" for key in order)
+    for key in order:
+        record = first[key]
+        policy = record.get("extra", {}).get("state_policy", "reset")
+        ks = np.arange(1, last + 1)
+        values = [scores[key].get(int(k), [np.nan]) for k in ks]
+        mean = np.array([np.mean(v) for v in values])
+        std = np.array([np.std(v) for v in values])
+        color = colors[record.get("setting") or ""]
+        ax.plot(
+            ks, mean, POLICY_STYLES.get(policy, "-"), color=color, marker="o", label=_label(key)
+        )
+        ax.fill_between(ks, mean - std, mean + std, color=color, alpha=0.12, linewidth=0)
+    ax.set_xticks(range(1, last + 1))
+    ax.set_xlabel("forget request")
+    ax.set_ylabel(name)
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    figure_legend(fig, handles, labels)
+    return fig
