@@ -185,7 +185,7 @@ def test_a_lora_tofu_tiny_run_moves_only_adapters_and_reloads(tmp_path) -> None:
     target = world.new_model(world.target[0]).eval()
     batch = PairSource({"qa": world.forget_pairs}, world.formatter.pad).batch(torch.arange(8))
     for spec in plan.exp.runs:
-        model, result = unlearn_target(spec, world, 0, progress=False)
+        model, result, _ = unlearn_target(spec, world, 0, progress=False)
         assert isinstance(model, PeftModel)
         recorded = by[spec.label]["metrics"]  # the run again: the same model
         assert {k: recorded[f"steps/{k}"] for k in result.steps} == result.steps

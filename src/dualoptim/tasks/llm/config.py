@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from dualoptim.config import new_option, quiet_repr, require_runs_and_seeds
+from dualoptim.optim.continual import StatePolicy, check_policy, check_requests, policy_label
 from dualoptim.optim.settings import Setting, SettingName, check_per_phase_lr, setting_label
 from dualoptim.tasks.llm.data import FORGET_SPLITS
 from dualoptim.tasks.llm.downstream import DownstreamOptions
@@ -128,8 +129,11 @@ class LLMUnlearnSpec:
     betas: tuple[float, float] = (0.9, 0.95)
     losses: LossOptions = field(default_factory=LossOptions)
     eval_every: int = 0  # forget/retain Prob every this many optimizer steps (0: none)
+    # continual runs (the experiment's ``requests``): reset, carry or carry_base (DO+) the
+    # optimizer states between requests (optim/continual.py); unset = reset
+    state_policy: StatePolicy | None = new_option()
 
-    __repr__ = quiet_repr  # record ids: unset per_phase_lr leaves them as before it existed
+    __repr__ = quiet_repr  # record ids: unset options leave them as before they existed
 
     def __post_init__(self) -> None:
         LLMMethod(self.method)  # validates the name
@@ -149,6 +153,8 @@ class LLMUnlearnSpec:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be > 0 (or null: the default), got {value}")
+        if self.state_policy is not None:
+            check_policy(self.state_policy, self.setting)
         if LLMMethod(self.method).retain is None and self.retain_steps:
             raise ValueError(
                 f"{self.method} has no retain loss: set retain_steps=0 (or add +gd/+kl/+ap)"
@@ -156,7 +162,12 @@ class LLMUnlearnSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.method.upper()} ({setting_label(self.setting, self.per_phase_lr)})"
+        label = f"{self.method.upper()} ({setting_label(self.setting, self.per_phase_lr)})"
+        return policy_label(label, self.state_policy)
+
+    @property
+    def effective_state_policy(self) -> StatePolicy:
+        return self.state_policy or "reset"
 
     @property
     def effective_forget_lr(self) -> float:
@@ -174,6 +185,27 @@ class LLMUnlearnSpec:
 
 
 @dataclass(frozen=True)
+class Requests:
+    """Continual unlearning (SPEC §2.6): the forget split cut into ``count`` requests of
+    whole authors (``group_rows`` consecutive rows each: TOFU's 20 questions per author),
+    made one after another. ``reference``: the frozen model NPO/DPO/KL compare with, the
+    target (``original``) or the model the previous request left (``previous``, what
+    reloading the previous model as Closer-Look's code does amounts to)."""
+
+    count: int = 5
+    group_rows: int = 20
+    reference: Literal["original", "previous"] = "previous"
+
+    def __post_init__(self) -> None:
+        if self.group_rows < 1:
+            raise ValueError(f"requests.group_rows must be >= 1, got {self.group_rows}")
+        if self.reference not in ("original", "previous"):
+            raise ValueError(
+                f"requests.reference must be 'original' or 'previous', got {self.reference!r}"
+            )
+
+
+@dataclass(frozen=True)
 class LLMExperiment:
     task: Literal["llm"] = "llm"
     data: TofuData = field(default_factory=TofuData)
@@ -186,6 +218,15 @@ class LLMExperiment:
     runs: tuple[LLMUnlearnSpec, ...] = (LLMUnlearnSpec("me+gd", "alternate"), LLMUnlearnSpec())
     seeds: tuple[int, ...] = (0,)
     cache_dir: str = "results/cache/llm"
+    requests: Requests | None = new_option()  # continual unlearning; unset = one request
+
+    __repr__ = quiet_repr
 
     def __post_init__(self) -> None:
         require_runs_and_seeds(self.runs, self.seeds)
+        check_requests(None if self.requests is None else self.requests.count, self.runs)
+        if self.requests is not None and self.model.lora is not None:
+            raise ValueError(
+                "requests with model.lora: each request would need the previous request's "
+                "adapters merged or carried, which is not built; unlearn all weights"
+            )

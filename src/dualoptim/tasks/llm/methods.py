@@ -96,8 +96,13 @@ class LLMMethod:
     ``retain_objective`` their registered records.
     """
 
-    def __init__(self, name: str, options: LossOptions | None = None) -> None:
+    def __init__(
+        self, name: str, options: LossOptions | None = None, reference: nn.Module | None = None
+    ) -> None:
         self.forget_objective, self.retain_objective = parse_method(name)
+        #: what NPO/DPO/KL compare with; None: the model as given at setup (a continual
+        #: request's option ``reference: original`` gives the target here)
+        self.reference = reference
         self.forget = self.forget_objective.name
         self.retain = None if self.retain_objective is None else self.retain_objective.name
         self.name = self.forget if self.retain is None else f"{self.forget}+{self.retain}"
@@ -125,10 +130,10 @@ class LLMMethod:
 
     # ------------------------------------------------------------------ protocol
     def setup(self, model: nn.Module, optimizer: ObjectiveOptimizer, run: RunState) -> None:
-        """Freeze a copy of the model as given (the target) when a loss needs a reference;
-        copy nothing otherwise (an LLM copy doubles the weights' memory)."""
+        """Freeze a copy of the model as given (the target), or of ``reference``, when a
+        loss needs one; copy nothing otherwise (an LLM copy doubles the weights' memory)."""
         if self.needs_reference:
-            run.extras[REFERENCE] = frozen_copy(model)
+            run.extras[REFERENCE] = frozen_copy(model if self.reference is None else self.reference)
 
     def forget_loss(self, model: nn.Module, batch: Any, run: RunState) -> Tensor | None:
         return self._loss(self.forget_objective, "forget", model, batch, run)

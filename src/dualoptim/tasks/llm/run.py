@@ -4,11 +4,14 @@ itself from the target to its evaluated row (SPEC §1.3, §2.3)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from dualoptim.optim.continual import StatePolicy, carry_states
 from dualoptim.optim.objective import ObjectiveOptimizer
 from dualoptim.optim.settings import Setting, build_optimizer
 from dualoptim.tasks.llm.config import LLMUnlearnSpec
@@ -66,20 +69,35 @@ def engine_config(spec: LLMUnlearnSpec, forget_rows: int, seed: int, **extra: An
     )
 
 
+@dataclass(frozen=True)
+class Request:
+    """Where a continual request starts (tasks/llm/requests.py): the model and optimizer
+    state the previous request left, how its states carry over, the frozen reference of
+    NPO/DPO/KL (None: the model it starts from), and where its checkpoints go."""
+
+    model: dict[str, Tensor]
+    optimizer: Mapping[str, Any] | None  # None: the first request (a fresh optimizer)
+    policy: StatePolicy
+    reference: nn.Module | None
+    checkpoint_dir: Path
+
+
 def unlearn_target(
     spec: LLMUnlearnSpec,
     world: World,
     seed: int,
     progress: bool = True,
     plus: Mapping[str, Any] | None = None,
-) -> tuple[nn.Module, RunResult]:
-    """The target unlearned under ``spec`` and the engine's result. With ``model.lora`` the
-    model is a peft model whose adapters alone moved (save them with ``save_pretrained``)."""
-    method = LLMMethod(spec.method, spec.losses)
-    model = world.new_model(world.target[0])
+    request: Request | None = None,
+) -> tuple[nn.Module, RunResult, ObjectiveOptimizer]:
+    """The target (or a request's start) unlearned under ``spec``, the engine's result and
+    the optimizer. With ``model.lora`` the model is a peft model whose adapters alone moved
+    (save them with ``save_pretrained``)."""
+    method = LLMMethod(spec.method, spec.losses, None if request is None else request.reference)
+    model = world.new_model(world.target[0] if request is None else request.model)
     forget_parts = {"qa": world.forget_pairs}
     if method.forget_needs_refusals:
-        forget_parts["idk"] = world.refusal_pairs(world.splits.forget, 0)
+        forget_parts["idk"] = world.refusal_pairs(world.splits.forget, world.forget_offset)
     retain_parts = {"qa": world.retain_pairs}
     if method.retain_needs_refusals:
         retain_parts["idk"] = world.refusal_pairs(world.splits.retain, len(world.splits.forget))
@@ -87,17 +105,23 @@ def unlearn_target(
     retain = PairSource(retain_parts, pad) if method.retain is not None else None
     torch.manual_seed(seed)
     model = world.adapted(model)  # LoRA adapters (model.lora): drawn from the seed
+    optimizer = make_optimizer(spec, model, plus)
+    checkpoints: dict[str, Any] = {}
+    if request is not None:
+        if request.optimizer is not None:
+            carry_states(optimizer, request.optimizer, request.policy)
+        checkpoints = {"checkpoint_dir": request.checkpoint_dir, "checkpoint_every": 20}
     result = unlearn(
         model,
         method,
         PairSource(forget_parts, pad),
         retain,
-        make_optimizer(spec, model, plus),
-        engine_config(spec, len(world.forget_pairs), seed, progress=progress),
+        optimizer,
+        engine_config(spec, len(world.forget_pairs), seed, progress=progress, **checkpoints),
         evaluate=world.curve_evaluator() if spec.eval_every else None,
-        resume=False,
+        resume=request is not None,
     )
-    return model, result
+    return model, result, optimizer
 
 
 def run_unlearning(
@@ -108,7 +132,14 @@ def run_unlearning(
     plus: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Unlearn the target under ``spec``; the row's metrics, seconds, steps and curves."""
-    model, result = unlearn_target(spec, world, seed, progress, plus)
+    model, result, _ = unlearn_target(spec, world, seed, progress, plus)
+    return measured(spec, world, model, result)
+
+
+def measured(
+    spec: LLMUnlearnSpec, world: World, model: nn.Module, result: RunResult
+) -> dict[str, Any]:
+    """The row of ``model`` after a run: metrics, seconds, steps, curves and texts."""
     evaluation = world.evaluate(model)
     idk = LLMMethod(spec.method).forget == "idk"
     metrics = world.summary(evaluation.scores, evaluation.forget_ratios, idk)

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any, ClassVar
 
 from dualoptim.io import record_id
 from dualoptim.tasks.llm.config import LLMExperiment, LLMUnlearnSpec
 from dualoptim.tasks.llm.downstream import AVERAGE
+from dualoptim.tasks.llm.requests import LLMRequests
+from dualoptim.tasks.llm.requests import jobs as request_jobs
+from dualoptim.tasks.llm.requests import references as request_references
 from dualoptim.tasks.llm.run import run_unlearning
 from dualoptim.tasks.llm.world import World
 from dualoptim.unlearn.task import (
@@ -43,6 +46,7 @@ LAYOUT = Layout(
     headline=(Column("OVR", "OVR", "higher"),),
     curves=("forget/prob", "retain/prob"),
     curves_title="Forget and retain Prob during unlearning",
+    utility="MU",
 )
 SAMPLES = 3  # forget-split generations kept per record, for the report
 #: The summary columns of ``train``/``retrain``/``evaluate``.
@@ -92,8 +96,16 @@ class LLMPlan:
     def _reference_id(self, name: str) -> str:
         return record_id(f"{self.kind}-reference", self.world.key, name)
 
+    @cached_property
+    def requests(self) -> LLMRequests | None:
+        """The continual requests (``exp.requests``; the real-world task has none yet)."""
+        options = getattr(self.exp, "requests", None)
+        return None if options is None else LLMRequests.of(self.world, options)
+
     def references(self) -> list[Reference]:
         config = record_config(self.exp, None, 0)
+        if self.requests is not None:
+            return request_references(self.requests, self.kind, config)
         return [
             Reference(
                 self._reference_id(name),
@@ -120,6 +132,21 @@ class LLMPlan:
         return Outcome(metrics, seconds, extra=extra)
 
     def jobs(self, spec: LLMUnlearnSpec, lr_scale: float) -> list[Job]:
+        if self.requests is not None:
+            return [
+                job
+                for seed in self.exp.seeds
+                for job in request_jobs(
+                    self.requests,
+                    self.kind,
+                    self.exp,
+                    spec,
+                    seed,
+                    lr_scale,
+                    self.progress,
+                    _row_extra,
+                )
+            ]
         return [
             Job(
                 id=record_id(f"{self.kind}-run", self.world.key, spec, seed),
@@ -143,8 +170,13 @@ class LLMPlan:
             result["seconds"],
             steps=result["steps"],
             curves=result["curves"],
-            extra=generation_extra(result["generations"], result["variant"], result["downstream"]),
+            extra=_row_extra(result),
         )
+
+
+def _row_extra(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A measured row's texts for its record."""
+    return generation_extra(row["generations"], row["variant"], row["downstream"])
 
 
 class LLMTask(Task):

@@ -135,6 +135,12 @@ class World:
 
     #: The evaluation roles whose Prob is tracked during unlearning (``eval_every``).
     curve_roles: tuple[str, ...] = ("forget", "retain")
+    #: The forget split's row number of ``splits.forget[0]``: a continual request's view
+    #: trains on later rows and keeps each row's refusal (IDK) as the whole split has it.
+    forget_offset: int = 0
+    #: Whether rows carry Forget Quality (a continual request's view has no retain model
+    #: for its forget set so far).
+    forget_quality: bool = True
 
     def __init__(self, exp: LLMExperiment, progress: bool = True) -> None:
         self.exp = exp
@@ -380,11 +386,10 @@ class World:
 
     def summary(self, scores: dict[str, dict[str, float]], ratios, idk: bool) -> dict[str, float]:
         """Every number of a row: FQ and MU (TOFU), the splits' scores, Closer-Look's."""
-        reference = np.asarray(self.retain_evaluation["forget_ratios"])
-        out = {
-            "forget_quality": float(tofu.forget_quality(np.asarray(ratios), reference)),
-            "model_utility": float(tofu.model_utility(scores)),
-        }
+        out = {"model_utility": float(tofu.model_utility(scores))}
+        if self.forget_quality:
+            reference = np.asarray(self.retain_evaluation["forget_ratios"])
+            out["forget_quality"] = float(tofu.forget_quality(np.asarray(ratios), reference))
         out.update({f"{s}/{k}": v for s, by in scores.items() for k, v in by.items()})
         look = self._closer_look(scores, idk)
         out.update({"UFE": look.ufe, "MU": look.mu, "OVR": look.ovr})
