@@ -81,3 +81,19 @@ def test_realworld_mini_script_runs_every_run_of_its_config(
     assert parsed["source"] is None  # the built-in set
     assert parsed["runs"] == 12  # ME+GD and IDK+GD × six settings
     assert parsed["seeds"] == ([0] if extra else [0, 1, 2])
+
+
+def test_fashion_mnist_continual_script_runs_its_config(tmp_path: Path) -> None:
+    parsed = run_script(tmp_path, "fashion_mnist_continual.sh", "seeds=[0]")
+    assert parsed["config"] == "fashion-mnist-continual"
+    assert parsed["out"] == "results/benchmarks"
+    assert parsed["runs"] == 12  # SalUn and SFR-on × Alternate/DO/DO+ × reset/carry
+    assert parsed["seeds"] == [0]
+
+
+def test_mini_tofu_continual_script_defaults_to_the_shared_tofu_copy(tmp_path: Path) -> None:
+    parsed = run_script(tmp_path, "mini_tofu_continual.sh")
+    assert parsed["config"] == "mini-tofu-continual"
+    assert parsed["source"] == "../shared/data/tofu"
+    assert parsed["runs"] == 8  # ME+GD × Joint/Alternate/DO/DO+ × reset/carry
+    assert parsed["seeds"] == [0, 1]

@@ -22,7 +22,9 @@ from dualoptim.tasks.vision.splits import ForgetSplit
 from dualoptim.unlearn import EngineConfig, unlearn
 
 
-@pytest.mark.parametrize("name", ["digits", "digits-all", "fashion-mnist", "cifar10-resnet18"])
+@pytest.mark.parametrize(
+    "name", ["digits", "digits-all", "fashion-mnist", "fashion-mnist-continual", "cifar10-resnet18"]
+)
 def test_named_configs_validate(name: str) -> None:
     exp = load_config(VisionExperiment, _named_config(name))
     assert exp.runs

@@ -251,6 +251,7 @@ def test_generation_samples_sit_under_their_row_and_step_size(tmp_path) -> None:
         "tofu-phi15",
         "tofu-llama2",
         "mini-tofu",
+        "mini-tofu-continual",
         "tofu-tiny",
         "realworld-llama3",
         "realworld-mini",

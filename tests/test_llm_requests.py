@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.test_llm_pipeline import TINY_EXPERIMENT
 
 from dualoptim.bench.sweeps import sweep
 from dualoptim.bench.task_report import rebuild
@@ -16,7 +17,6 @@ from dualoptim.tasks.llm.methods import REFERENCE, LLMMethod
 from dualoptim.tasks.llm.requests import LLMRequests
 from dualoptim.tasks.llm.world import World
 from dualoptim.unlearn import RunState
-from tests.test_llm_pipeline import TINY_EXPERIMENT
 
 REQUESTS = {"count": 2, "group_rows": 20}
 
@@ -53,16 +53,17 @@ def test_requests_of_whole_authors_and_their_views(tmp_path: Path) -> None:
     assert first.splits.evaluation["forget"] == evaluated[:6]
     assert second.splits.evaluation["forget"] == evaluated[:6] + evaluated[20:26]
     assert second.splits.evaluation["retain"] == world.splits.evaluation["retain"]
-    assert not first.forget_quality and world.forget_quality
+    assert not first.forget_quality
+    assert world.forget_quality
     assert world.splits.forget == forget  # the experiment's world is untouched
 
 
 def test_request_options_are_checked(tmp_path: Path) -> None:
     world = World(_experiment(tmp_path, requests={"count": 3, "group_rows": 20}), progress=False)
-    with pytest.raises(ValueError, match="3 requests of whole authors .* 3 groups, got 2"):
+    with pytest.raises(ValueError, match=r"3 requests of whole authors .* 3 groups, got 2"):
         LLMRequests.of(world, world.exp.requests)
-    with pytest.raises(ValueError, match="requests with model.lora"):
-        lora = {"r": 4, "alpha": 8, "target_modules": ["q_proj"]}
+    lora = {"r": 4, "alpha": 8, "target_modules": ["q_proj"]}
+    with pytest.raises(ValueError, match=r"requests with model\.lora"):
         _experiment(tmp_path, model={**TINY_EXPERIMENT["model"], "lora": lora})
     with pytest.raises(ValueError, match="state_policy applies to continual runs"):
         _experiment(tmp_path, requests=None)
@@ -102,9 +103,7 @@ def test_a_sweep_of_author_requests(tmp_path: Path) -> None:
     # each request forgets its author: 20 rows, 2 epochs at batch 4 = 10 forget steps
     assert by[(carry, 2)]["metrics"]["steps/forget"] == 10
     assert by[(carry, 2)]["metrics"]["forget/prob"] < by[("target", 2)]["metrics"]["forget/prob"]
-    kept = sorted(p.name for p in (tmp_path / "cache/requests").iterdir())
-    assert len(kept) == 2  # each chain's newest end state, no checkpoint left
-    assert all(name.endswith("-request2.pt") for name in kept)
+    assert not list((tmp_path / "cache/requests").iterdir())  # nothing kept at the end
 
     rebuild(out)
     text = (out / "report.md").read_text()

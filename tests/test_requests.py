@@ -133,11 +133,7 @@ def test_killed_in_request_3_resumes_bit_identically(
     for name, value in whole.model.items():
         assert torch.equal(value, resumed.model[name]), name
     assert resumed.optimizer["step_counts"] == whole.optimizer["step_counts"]
-    chain = _chain(folder, setting, policy)
-    assert chain.path(4).exists()
-    assert not chain.path(3).exists()
-    assert not chain.checkpoint_dir(3).exists()
-    assert not chain.checkpoint_dir(4).exists()
+    assert not list(folder.iterdir())  # nothing kept once the last request is made
 
 
 def test_carry_and_reset_differ_after_the_first_request(tmp_path: Path) -> None:

@@ -5,7 +5,9 @@ k-1 left. :class:`RequestChain` keeps each request's end state in one file writt
 atomically and loaded with ``weights_only=True``, so a sequence killed anywhere resumes: a
 finished request is read back, the one that was running resumes from its engine checkpoint
 (its own folder, removed once the request's end state is written), and the result is bit for
-bit the uninterrupted sequence's. Only the newest end state is kept: an LLM's is gigabytes.
+bit the uninterrupted sequence's. Only the newest end state is kept, and none once the last
+request is made (its caller records what it measured): an LLM's is gigabytes, so a sweep
+holds one at a time.
 
 The splits are here too: K disjoint random parts of a forget set, or whole groups (TOFU's
 authors, the real-world set's people) cut into K requests in order.
@@ -103,7 +105,8 @@ class RequestChain:
             return self._load(k)
         previous = self.end_state(k - 1) if k > 1 else None
         state = self.step(k, previous, self.checkpoint_dir(k))
-        self._save(k, state)
+        if k < self.count:  # the next request starts from it
+            self._save(k, state)
         shutil.rmtree(self.checkpoint_dir(k), ignore_errors=True)
         if k > 1:
             self.path(k - 1).unlink(missing_ok=True)
