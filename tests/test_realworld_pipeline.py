@@ -186,3 +186,42 @@ TASK_CONFIG = Path(__file__).resolve().parents[1] / (
     "src/dualoptim/configs/realworld/realworld-tiny.yaml"
 )
 assert TASK.name == "realworld"
+
+
+@pytest.mark.slow
+def test_continual_requests_go_person_by_person(tiny, tmp_path: Path) -> None:
+    """Requests of whole people (``task_id``), each measured with the initial model on the
+    people requested so far; the initial model's records keep the probe's table."""
+    from dualoptim.config import from_dict
+    from dualoptim.tasks.llm.config import Requests
+    from dualoptim.tasks.llm.requests import LLMRequests
+
+    _, cache, _ = tiny
+    run = (
+        "runs=[{method: me+gd, setting: dual, forget_lr: 1.0e-3, retain_lr: 1.0e-3, "
+        "batch_size: 8, epochs: 1, state_policy: carry}]"
+    )
+    limits = ["eval.limit=20", "eval.max_new_tokens=16", f"cache_dir={cache}"]
+    args = ["bench", "--config", "realworld-tiny", "--out", str(tmp_path), *limits, run]
+    assert main([*args, "requests={count: 2}"]) == 0
+    folder = tmp_path / "realworld-tiny"
+    records = [json.loads(p.read_text()) for p in sorted((folder / "records").glob("*.json"))]
+    assert sorted((r["group"], r["extra"]["request"]) for r in records) == [
+        ("ME+GD (dual) [carry]", 1),
+        ("ME+GD (dual) [carry]", 2),
+        ("initial", 1),
+        ("initial", 2),
+    ]
+    assert all(r["extra"]["probe"] for r in records if r["group"] == "initial")
+    text = (folder / "report.md").read_text()
+    assert "## After every request" in text
+    assert "Probe: what the initial model knows" in text
+
+    exp = load_config(RealWorldExperiment, TASK_CONFIG, limits)
+    world = RealWorld(exp, progress=False)
+    requests = LLMRequests.of(world, from_dict(Requests, {"count": 2}))
+    names = [{world.data.forget[r].name for r in part} for part in requests.parts]
+    assert not names[0] & names[1]  # whole people per request
+    assert names[0] | names[1] == set(world.data.people("forget"))
+    ids = [world.data.forget[part[0]].task_id for part in requests.parts]
+    assert ids == sorted(ids)  # in task_id order

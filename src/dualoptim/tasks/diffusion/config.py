@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from dualoptim.config import new_option, quiet_repr, require_runs_and_seeds
+from dualoptim.optim.continual import StatePolicy, check_policy, check_requests, policy_label
 from dualoptim.optim.settings import (
     Setting,
     SettingName,
@@ -131,8 +132,11 @@ class GenUnlearnSpec:
     keep: float = 0.5  # SalUn: the salient fraction
     mask_batches: int = 16  # SalUn / SFR-on: batches the mask statistics are averaged over
     label_dropout: float = 0.1  # kept in retain losses
+    # continual runs (the experiment's ``requests``): reset, carry or carry_base (DO+) the
+    # optimizer states between requests (optim/continual.py); unset = reset
+    state_policy: StatePolicy | None = new_option()
 
-    __repr__ = quiet_repr  # record ids: unset per_phase_lr leaves them as before it existed
+    __repr__ = quiet_repr  # record ids: unset options leave them as before they existed
 
     def __post_init__(self) -> None:
         methods.get(self.method)  # a ValueError naming the registered methods
@@ -152,6 +156,8 @@ class GenUnlearnSpec:
             raise ValueError(f"keep must lie in (0, 1], got {self.keep}")
         if not self.forget_weight > 0:
             raise ValueError(f"forget_weight must be > 0, got {self.forget_weight}")
+        if self.state_policy is not None:
+            check_policy(self.state_policy, self.resolved_setting)
 
     @property
     def registered(self) -> methods.DiffusionMethod:
@@ -181,7 +187,11 @@ class GenUnlearnSpec:
         default = self._default_alpha
         if default is not None and self.alpha is not None and self.alpha != default:
             label += f" α={self.sfron_alpha:g}"
-        return label
+        return policy_label(label, self.state_policy)
+
+    @property
+    def effective_state_policy(self) -> StatePolicy:
+        return self.state_policy or "reset"
 
     @property
     def effective_forget_lr(self) -> float:
@@ -227,6 +237,18 @@ class DiffusionExperiment:
     )
     seeds: tuple[int, ...] = (0,)
     cache_dir: str = "results/cache/diffusion"
+    # continual unlearning (SPEC §2.6): forget_classes one after another, one class per
+    # request (set it to the number of forget_classes); unset = each class from the original
+    requests: int | None = new_option()
+
+    __repr__ = quiet_repr
 
     def __post_init__(self) -> None:
         require_runs_and_seeds(self.runs, self.seeds)
+        check_requests(self.requests, self.runs)
+        classes = len(self.data.forget_classes)
+        if self.requests is not None and self.requests != classes:
+            raise ValueError(
+                f"diffusion requests forget one class each, in the order of forget_classes: "
+                f"set requests to {classes} (the number of forget_classes), not {self.requests}"
+            )

@@ -10,12 +10,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from dualoptim.optim.continual import carry_states
 from dualoptim.optim.objective import ObjectiveOptimizer
 from dualoptim.optim.settings import build_optimizer
 from dualoptim.tasks.diffusion.config import CHECKPOINT_EVERY, GenUnlearnSpec
 from dualoptim.tasks.diffusion.methods import Built
 from dualoptim.tasks.diffusion.world import World
 from dualoptim.unlearn import EngineConfig, PhaseOptions, Schedule, unlearn
+from dualoptim.unlearn.requests import EndState
 
 
 def build_method(spec: GenUnlearnSpec, world: World, forgotten: int) -> Built:
@@ -64,22 +66,28 @@ def run_unlearning(
     seed: int,
     grid: Path | None = None,
     checkpoint_dir: Path | None = None,
+    start: EndState | None = None,
 ) -> dict[str, Any]:
-    """Unlearn class ``forgotten`` under ``spec``; metrics, seconds, steps, curves, and the
-    step it resumed from.
+    """Unlearn class ``forgotten`` under ``spec``; metrics, seconds, steps, curves, the
+    step it resumed from, and ``end``: the model and optimizer as the run left them.
 
     With ``checkpoint_dir`` the run checkpoints every ``CHECKPOINT_EVERY`` steps and a killed
     run resumes there (SA's published 20k iterations are hours); the folder is removed once
-    the run has finished and been measured."""
-    model = world.new_denoiser(world.original[0])
+    the run has finished and been measured. ``start``: a continual request's predecessor,
+    whose model it starts from and whose optimizer states it takes as ``spec.state_policy``
+    says."""
+    model = world.new_denoiser(world.original[0] if start is None else start.model)
     method, forget, retain = build_method(spec, world, forgotten)
+    optimizer = make_optimizer(spec, model)
+    if start is not None:
+        carry_states(optimizer, start.optimizer, spec.effective_state_policy)
     torch.manual_seed(seed)
     result = unlearn(
         model,
         method,
         forget,
         retain,
-        make_optimizer(spec, model),
+        optimizer,
         engine_config(spec, seed, world.progress, checkpoint_dir),
         resume=checkpoint_dir is not None,
     )
@@ -93,6 +101,7 @@ def run_unlearning(
         "steps": result.steps,
         "curves": result.curves,
         "resumed_from_step": result.resumed_from_step,
+        "end": (model, optimizer),
     }
     if checkpoint_dir is not None:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from dualoptim.io import record_id
+from dualoptim.tasks.diffusion import requests
 from dualoptim.tasks.diffusion.config import DiffusionExperiment, GenUnlearnSpec
 from dualoptim.tasks.diffusion.run import run_unlearning
 from dualoptim.tasks.diffusion.world import World
+from dualoptim.unlearn.requests import RequestChain
 from dualoptim.unlearn.task import (
     Cells,
     Column,
@@ -49,6 +51,7 @@ LAYOUT = Layout(
     averages_title="Averages over the forgotten classes",
     digits=2,
     headline=(Column("FA", "FA", "lower"), Column("FID", "FID", "lower")),
+    utility="remaining_accuracy",
 )
 
 
@@ -84,6 +87,13 @@ class DiffusionPlan:
     def references(self) -> list[Reference]:
         config = record_config(self.exp, None, 0)
         seed = self.exp.train.seed
+        if self.exp.requests is not None:
+            return [
+                Reference(
+                    self._request_ref_id(k), REFERENCE, seed, config, partial(self._before, k)
+                )
+                for k in range(1, self.exp.requests + 1)
+            ]
         return [
             Reference(self._reference_id(c), REFERENCE, seed, config, partial(self._original, c))
             for c in self.exp.data.forget_classes
@@ -97,7 +107,66 @@ class DiffusionPlan:
         metrics = world.reference(forgotten)
         return Outcome(metrics, world.original[1], extra=self._extra(forgotten, grid))
 
+    # ------------------------------------------------------------------ continual requests
+    def _request_ref_id(self, k: int) -> str:
+        return record_id("diffusion-reference", self.world.key, "request", k, self.exp.data)
+
+    def _request_extra(self, k: int, grid: str) -> dict[str, Any]:
+        """A request's record: its class, and every class forgotten by then as the name."""
+        classes = self.exp.data.forget_classes
+        names = [self.world.data.class_names[c] for c in classes[:k]]
+        extra = self._extra(classes[k - 1], grid)
+        return {**extra, "class_name": " + ".join(names), "request": k}
+
+    def _before(self, k: int) -> Outcome:
+        """The original model measured after request ``k``: on every class forgotten so far."""
+        classes, seed = self.exp.data.forget_classes, self.exp.train.seed
+        grid = grid_name(REFERENCE, classes[0], seed)  # the same samples for every request
+        if self.out_dir is not None and k == 1:
+            world = self.world
+            world.grid(world.original_samples, self.out_dir / grid, "original model")
+        metrics = requests.view(self.world, classes, k).reference(classes[k - 1])
+        return Outcome(metrics, self.world.original[1], extra=self._request_extra(k, grid))
+
+    def _request_jobs(self, spec: GenUnlearnSpec, lr_scale: float, seed: int) -> list[Job]:
+        classes = self.exp.data.forget_classes
+        label = f"{spec.label}-lr{spec.effective_forget_lr:g}"
+        grids = [grid_name(label, c, seed) for c in classes]
+        chain = RequestChain(
+            self.world.cache / "requests",
+            record_id("diffusion-chain", self.world.key, spec, seed, self.exp.data),
+            len(classes),
+            partial(
+                requests.step,
+                self.world,
+                classes,
+                spec,
+                seed,
+                [None if self.out_dir is None else self.out_dir / g for g in grids],
+            ),
+        )
+        shared = {"requests": len(classes), "state_policy": spec.effective_state_policy}
+        return [
+            Job(
+                id=record_id("diffusion-run", self.world.key, spec, seed, "request", k),
+                group=spec.label,
+                method=spec.method,
+                setting=spec.resolved_setting,
+                lr_scale=lr_scale,
+                forget_lr=spec.effective_forget_lr,
+                seed=seed,
+                config=record_config(self.exp, spec, seed),
+                run=partial(_request_outcome, chain, k),
+                references=(self._request_ref_id(k),),
+                extra={**self._request_extra(k, grids[k - 1]), **shared},
+            )
+            for k in range(1, len(classes) + 1)
+        ]
+
+    # ------------------------------------------------------------------ runs
     def jobs(self, spec: GenUnlearnSpec, lr_scale: float) -> list[Job]:
+        if self.exp.requests is not None:
+            return [j for seed in self.exp.seeds for j in self._request_jobs(spec, lr_scale, seed)]
         jobs = []
         for forgotten in self.exp.data.forget_classes:
             for seed in self.exp.seeds:
@@ -130,6 +199,11 @@ class DiffusionPlan:
         return Outcome(
             result["metrics"], result["seconds"], steps=result["steps"], curves=result["curves"]
         )
+
+
+def _request_outcome(chain: RequestChain, k: int) -> Outcome:
+    end = chain.end_state(k).extra
+    return Outcome(end["metrics"], end["seconds"], steps=end["steps"], curves=end["curves"])
 
 
 class DiffusionTask(Task):
@@ -167,10 +241,17 @@ class DiffusionTask(Task):
         evaluation = first["config"]["eval"]
         accuracy = first["extra"]["classifier_accuracy"]
         n_classes = len({r["extra"]["forget_class"] for r in records})
+        forgotten = f"{n_classes} forgotten class(es)"
+        if "request" in first["extra"]:
+            n_classes = len(first["config"]["data"]["forget_classes"])
+            forgotten = (
+                f"{n_classes} classes forgotten one after another (continual requests; the "
+                "tables are after the last, FA and the forgotten FIDs averaged over them)"
+            )
         return (
             f"{first['config']['data']['name']}, class-wise unlearning of a class-conditional "
-            f"diffusion model ({first['config']['model']['kind']}), {n_classes} forgotten "
-            "class(es). Table 2 of the paper: per forgotten class, FA (% of "
+            f"diffusion model ({first['config']['model']['kind']}), {forgotten}. "
+            "Table 2 of the paper: per forgotten class, FA (% of "
             f"{evaluation['forget_images']} generated images of that class that our classifier "
             "assigns to it) and FID of generated images of the remaining classes "
             f"({evaluation['images_per_class']} per class) against "

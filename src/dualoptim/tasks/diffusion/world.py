@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -41,6 +42,13 @@ from dualoptim.unlearn import EngineConfig, PhaseOptions, Schedule, unlearn
 
 class World:
     """The data, the cached original denoiser and classifier, and the evaluation."""
+
+    #: Classes forgotten by earlier requests of a continual sequence (a request's view,
+    #: tasks/diffusion/requests.py): out of the retain data and the remaining classes.
+    forgotten_before: tuple[int, ...] = ()
+    #: Whether masks are cached (they are keyed by the original model): not for a request
+    #: that starts from another model.
+    masks_cached: bool = True
 
     def __init__(self, exp: DiffusionExperiment, progress: bool = True) -> None:
         self.exp = exp
@@ -207,11 +215,21 @@ class World:
         return out
 
     # ------------------------------------------------------------------ evaluation
+    @property
+    def train_images(self) -> ImageSet:
+        """The training images a run may learn from: all but the classes forgotten before."""
+        if not self.forgotten_before:
+            return self.data.train
+        kept = ~torch.isin(self.data.train.y, torch.tensor(self.forgotten_before))
+        return self.data.train.subset(kept.nonzero().flatten())
+
+    def _gone(self, forgotten: int) -> list[int]:
+        return [*self.forgotten_before, forgotten]
+
     def evaluation_labels(self, forgotten: int) -> Tensor:
-        e = self.exp.eval
+        e, gone = self.exp.eval, self._gone(forgotten)
         counts = [
-            e.forget_images if c == forgotten else e.images_per_class
-            for c in range(self.data.classes)
+            e.forget_images if c in gone else e.images_per_class for c in range(self.data.classes)
         ]
         return torch.arange(self.data.classes).repeat_interleave(torch.tensor(counts))
 
@@ -221,20 +239,27 @@ class World:
         and the share (%) of remaining-class images the classifier assigns to their own
         class. FA alone is fooled by a forgotten class collapsed onto one artefact that the
         classifier calls by the class's name; in Inception features ``FID_inception_forgotten``
-        shows the collapse, in the classifier's own features it barely does (docs/diffusion.md)."""
-        forget_images = images.x[images.y == forgotten][: self.exp.eval.forget_images]
-        metrics = {"FA": gm.forget_accuracy(self.classifier, forget_images, forgotten)}
-        remaining = [c for c in range(self.data.classes) if c != forgotten]
+        shows the collapse, in the classifier's own features it barely does (docs/diffusion.md).
+        A continual request's view measures every class forgotten so far: FA and the
+        forgotten FIDs are their means, the remaining classes exclude them all."""
+        gone, count = self._gone(forgotten), self.exp.eval.forget_images
+        drawn = {c: images.x[images.y == c][:count] for c in gone}
+        accuracy = [gm.forget_accuracy(self.classifier, drawn[c], c) for c in gone]
+        metrics = {"FA": float(np.mean(accuracy))}
+        remaining = [c for c in range(self.data.classes) if c not in gone]
         for name, extractor in self.features.items():
             n = self._count(name)[0]
             fake = per_class(images, remaining, n)
             fake_features = gm.extract_features(extractor, fake.x)
             real = torch.cat([self.real_features[name][c] for c in remaining])
             metrics[name] = gm.frechet_distance(real, fake_features)
-            forgotten_features = gm.extract_features(extractor, forget_images[:n])
-            metrics[f"{name}_forgotten"] = gm.frechet_distance(
-                self.real_features[name][forgotten], forgotten_features
-            )
+            distances = [
+                gm.frechet_distance(
+                    self.real_features[name][c], gm.extract_features(extractor, drawn[c][:n])
+                )
+                for c in gone
+            ]
+            metrics[f"{name}_forgotten"] = float(np.mean(distances))
         kept = per_class(images, remaining, self.exp.eval.images_per_class)
         classifier = self.classifier
         with torch.no_grad():
@@ -252,11 +277,14 @@ class World:
         return self.measure(self.original_samples, forgotten)
 
     # ------------------------------------------------------------------ method inputs
-    def mask_path(self, *parts: Any) -> Path:
+    def mask_path(self, *parts: Any) -> Path | None:
+        if not self.masks_cached:
+            return None
         return self.cache / f"mask-{fingerprint(self.model_key, *parts)}.safetensors"
 
     def replay(self, forgotten: int, per_class_count: int) -> LabelledImages:
-        remaining = [c for c in range(self.data.classes) if c != forgotten]
+        gone = self._gone(forgotten)
+        remaining = [c for c in range(self.data.classes) if c not in gone]
         images = per_class(self.original_samples, remaining, per_class_count)
         return LabelledImages(to_model_range(images.x), images.y)
 

@@ -205,6 +205,18 @@ class Requests:
             )
 
 
+def check_continual(
+    requests: Requests | None, runs: tuple[LLMUnlearnSpec, ...], model: ModelSpec
+) -> None:
+    """An LLM config's requests against its runs (state policies need requests) and model."""
+    check_requests(None if requests is None else requests.count, runs)
+    if requests is not None and model.lora is not None:
+        raise ValueError(
+            "requests with model.lora: each request would need the previous request's "
+            "adapters merged or carried, which is not built; unlearn all weights"
+        )
+
+
 @dataclass(frozen=True)
 class LLMExperiment:
     task: Literal["llm"] = "llm"
@@ -224,9 +236,4 @@ class LLMExperiment:
 
     def __post_init__(self) -> None:
         require_runs_and_seeds(self.runs, self.seeds)
-        check_requests(None if self.requests is None else self.requests.count, self.runs)
-        if self.requests is not None and self.model.lora is not None:
-            raise ValueError(
-                "requests with model.lora: each request would need the previous request's "
-                "adapters merged or carried, which is not built; unlearn all weights"
-            )
+        check_continual(self.requests, self.runs, self.model)

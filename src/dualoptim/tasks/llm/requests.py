@@ -14,6 +14,7 @@ compare with the wrong model.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -28,8 +29,6 @@ from dualoptim.unlearn.requests import EndState, RequestChain, split_by_group
 from dualoptim.unlearn.sharding import full_state_dict
 from dualoptim.unlearn.task import Job, Outcome, Reference, record_config
 
-TARGET = "target"
-
 
 @dataclass
 class LLMRequests:
@@ -41,14 +40,13 @@ class LLMRequests:
 
     @classmethod
     def of(cls, world: World, options: Requests) -> LLMRequests:
-        rows = len(world.splits.forget)
-        authors = [row // options.group_rows for row in range(rows)]
+        groups = world.request_groups(options.group_rows)
         try:
-            parts = split_by_group(authors, options.count)
+            parts = split_by_group(groups, options.count)
         except ValueError as err:
             raise ValueError(
-                f"requests: {options.count} requests of whole authors ({options.group_rows} "
-                f"rows each) from the {rows} rows of {world.exp.data.forget_split}: {err}"
+                f"requests: {options.count} requests of whole authors or people from the "
+                f"{len(groups)} forget rows: {err}"
             ) from err
         return cls(world, options, parts)
 
@@ -84,34 +82,40 @@ class LLMRequests:
         view.forget_offset = part[0]
         view.forget_quality = False
         if base.entailment is not None:  # TFE: each evaluated row's own refusal
-            view.forget_refusals = [refusal(r, base.exp.data.refusal_seed) for r in evaluated]
+            seed = base.exp.data.refusal_seed
+            view.forget_refusals = [refusal(r, seed) for r in evaluated]
+        view.keep_forget_evaluation(evaluated)
         return view
 
 
-def references(requests: LLMRequests, kind: str, config: Any) -> list[Reference]:
-    """The target measured after each request (on the rows requested so far)."""
+def references(
+    requests: LLMRequests, kind: str, config: Any, group: str, texts: Callable[[], dict]
+) -> list[Reference]:
+    """The model before unlearning (``group``: TOFU's target, the real world's initial
+    model) measured after each request, on the rows requested so far; ``texts()``: what
+    else its record carries (the real-world probe)."""
     world = requests.world
     return [
         Reference(
             _reference_id(requests, kind, k),
-            TARGET,
+            group,
             world.reference_seed,
             config,
-            partial(_target, requests, k),
+            partial(_before, requests, k, texts),
         )
         for k in range(1, requests.count + 1)
     ]
 
 
 def _reference_id(requests: LLMRequests, kind: str, k: int) -> str:
-    return record_id(f"{kind}-reference", requests.world.key, TARGET, requests.options, k)
+    return record_id(f"{kind}-reference", requests.world.key, "before", requests.options, k)
 
 
-def _target(requests: LLMRequests, k: int) -> Outcome:
+def _before(requests: LLMRequests, k: int, texts: Callable[[], dict]) -> Outcome:
     view = requests.view(k)
     evaluation = view.target_evaluation
     metrics = view.summary(evaluation["scores"], evaluation["forget_ratios"], False)
-    extra = {"request": k, "metric_variant": view.variant(False)}
+    extra = {"request": k, "metric_variant": view.variant(False), **texts()}
     return Outcome(metrics, view.target[1], extra=extra)
 
 

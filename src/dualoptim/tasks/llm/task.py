@@ -105,7 +105,10 @@ class LLMPlan:
     def references(self) -> list[Reference]:
         config = record_config(self.exp, None, 0)
         if self.requests is not None:
-            return request_references(self.requests, self.kind, config)
+            before = self.layout.references[0]
+            return request_references(
+                self.requests, self.kind, config, before, self._reference_texts
+            )
         return [
             Reference(
                 self._reference_id(name),
@@ -116,6 +119,10 @@ class LLMPlan:
             )
             for name in self.layout.references
         ]
+
+    def _reference_texts(self) -> dict[str, Any]:
+        """What a reference's record carries beyond its metrics and generations."""
+        return {}
 
     def _reference(self, name: str) -> Outcome:
         world = self.world

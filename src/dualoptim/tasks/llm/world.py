@@ -204,6 +204,16 @@ class World:
         answers = answers if answers is not None else [it.answer for it in items]
         return self.formatter.pairs([it.question for it in items], answers)
 
+    def request_groups(self, group_rows: int) -> list[int]:
+        """Each forget row's group for continual requests: TOFU's authors, ``group_rows``
+        consecutive rows each (tasks/llm/requests.py)."""
+        return [row // group_rows for row in range(len(self.splits.forget))]
+
+    def keep_forget_evaluation(self, rows: list[int]) -> None:
+        """Called on a continual request's view with the forget-evaluation rows it measures:
+        a world whose evaluation reads more than ``splits`` narrows it here (the real-world
+        cosine targets)."""
+
     def refusal_pairs(self, items: list[TofuItem], offset: int) -> list[Pair]:
         seed = self.exp.data.refusal_seed
         return self._pairs(items, [refusal(offset + i, seed) for i in range(len(items))])

@@ -75,7 +75,7 @@ def fisher_diagonal(
 def build(spec: GenUnlearnSpec, world: World, forgotten: int) -> Built:
     """Noise images as D_f (as many as the forgotten class has), the original model's
     samples of the other classes as D_r."""
-    forget, _ = class_split(world.data.train, forgotten)
+    forget, _ = class_split(world.train_images, forgotten)
     noise = NoiseImages(len(forget), forgotten, world.data.image_shape)
     fisher = world.fisher(spec.fisher_per_class, spec.batch_size)
     method = SelectiveAmnesia(

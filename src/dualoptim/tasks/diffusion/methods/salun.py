@@ -69,7 +69,7 @@ class SalUn(DenoisingMethod):
 
 def build(spec: GenUnlearnSpec, world: World, forgotten: int) -> Built:
     """The forgotten class's images as D_f, the others as D_r; the mask cached per class."""
-    forget, retain = class_split(world.data.train, forgotten)
+    forget, retain = class_split(world.train_images, forgotten)
     options = mask_options(spec)
     method = SalUn(
         world.scheduler,

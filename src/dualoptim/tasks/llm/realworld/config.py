@@ -11,8 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from dualoptim.config import require_runs_and_seeds
-from dualoptim.tasks.llm.config import FinetuneRecipe, LLMUnlearnSpec, ModelSpec
+from dualoptim.config import new_option, quiet_repr, require_runs_and_seeds
+from dualoptim.tasks.llm.config import (
+    FinetuneRecipe,
+    LLMUnlearnSpec,
+    ModelSpec,
+    Requests,
+    check_continual,
+)
 from dualoptim.tasks.llm.downstream import DownstreamOptions
 from dualoptim.tasks.llm.evaluation import EvalOptions
 from dualoptim.tasks.llm.models import TINY
@@ -41,9 +47,15 @@ class RealWorldExperiment:
     runs: tuple[LLMUnlearnSpec, ...] = (LLMUnlearnSpec("me+gd", "alternate"), LLMUnlearnSpec())
     seeds: tuple[int, ...] = (0,)
     cache_dir: str = "results/cache/realworld"
+    # continual unlearning, one request per person (``task_id``) or group of them;
+    # ``group_rows`` is not used here
+    requests: Requests | None = new_option()
+
+    __repr__ = quiet_repr
 
     def __post_init__(self) -> None:
         require_runs_and_seeds(self.runs, self.seeds)
+        check_continual(self.requests, self.runs, self.model)
         if self.model.name == TINY and self.teach is None:
             raise ValueError(
                 "model.name tiny-llama knows no one: set teach (a fine-tuning recipe on every "

@@ -43,6 +43,7 @@ LAYOUT = Layout(
     headline=(Column("OVR", "OVR", "higher"),),
     curves=("forget/prob", "utility/prob"),
     curves_title="Forget and utility Prob during unlearning",
+    utility="MU",
 )
 #: The summary columns of ``evaluate``.
 MODEL_COLUMNS = ("UFE", "MU", "OVR", "forget/rouge", "utility/rouge")
@@ -63,9 +64,13 @@ class RealWorldPlan(LLMPlan):
         metrics.update(world.downstream(world.new_model(world.target[0])))
         variant = world.variant(False)
         extra = generation_extra(evaluation["generations"], variant, world.downstream_unavailable)
-        extra["probe"] = world.probe_table()
-        extra["people"] = {f: world.data.people(f) for f in ("forget", "neighbor_perturbed")}
-        return Outcome(metrics, world.target[1], extra=extra)
+        return Outcome(metrics, world.target[1], extra={**extra, **self._reference_texts()})
+
+    def _reference_texts(self) -> dict[str, Any]:
+        """The probe's table and the people kept, for the report's intro and appendix."""
+        world = self.world
+        people = {f: world.data.people(f) for f in ("forget", "neighbor_perturbed")}
+        return {"probe": world.probe_table(), "people": people}
 
 
 class RealWorldTask(LLMTask):

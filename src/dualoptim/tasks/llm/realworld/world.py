@@ -126,6 +126,15 @@ class RealWorld(World):
     def _forget_files(self) -> tuple[str, str]:
         return "forget_perturbed", "forget"
 
+    def request_groups(self, group_rows: int) -> list[Any]:  # noqa: ARG002
+        """One request per person: the published ``task_id`` (the name where a row has none)."""
+        return [f.name if f.task_id is None else f.task_id for f in self.data.forget]
+
+    def keep_forget_evaluation(self, rows: list[int]) -> None:
+        """The cosine targets (``answer`` of ``forget_perturbed``) of the rows measured."""
+        perturbed = tuple(self.data.forget_perturbed[r] for r in rows)
+        self.data = replace(self.data, forget_perturbed=perturbed)
+
     def closer_look_models(self) -> CloserLookModels:
         """Cosine compares with the published ``answer`` (the initial model's own), as the
         Closer-Look code does; entailment with the golden answer."""
@@ -157,7 +166,9 @@ class RealWorld(World):
 
     @cached_property
     def target_evaluation(self) -> dict[str, Any]:
-        path = self.cache / f"eval-initial-{self.key}.json"
+        """The initial model's evaluation (cached by the rows evaluated: a continual
+        request's view measures fewer forget rows)."""
+        path = self.cache / f"eval-initial-{fingerprint(self.key, self.splits.evaluation)}.json"
         if path.exists():
             return read_json(path, ("scores", "forget_ratios", "generations"))
         evaluation = self.evaluate(self.new_model(self.target[0]))
