@@ -130,3 +130,22 @@ def test_bad_masks_are_rejected(masks, error, match) -> None:
     assert torch.equal(opt.masks("forget")[p], mask)  # a rejected call changes nothing
     with pytest.raises(ValueError, match="'forget' or 'retain'"):
         opt.set_mask("both", None)
+
+
+def test_computing_a_mask_leaves_the_rng_as_reading_it_from_the_cache_does(tmp_path) -> None:
+    """A run draws the same numbers after its mask setup whether the mask was computed (which
+    may draw noise, as diffusion masks do) or read back from the cache."""
+    from dualoptim.unlearn.masks import cached_masks
+
+    def noisy() -> dict[str, torch.Tensor]:
+        return {"w": torch.rand(4) > 0.5}
+
+    path = tmp_path / "mask.safetensors"
+    torch.manual_seed(0)
+    computed = cached_masks(path, noisy)
+    after_computing = torch.rand(3)
+    torch.manual_seed(0)
+    read = cached_masks(path, noisy)
+    after_reading = torch.rand(3)
+    assert torch.equal(computed["w"], read["w"])
+    assert torch.equal(after_computing, after_reading)

@@ -60,10 +60,14 @@ def top_fraction_mask(scores: dict[str, Tensor], keep: float) -> dict[str, Tenso
 
 def cached_masks(path: Path | None, compute: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
     """Masks from ``path`` if it exists, else computed and saved there (atomically): a mask
-    depends only on the model and the forget set, so it is made once per pair."""
+    depends only on the model and the forget set, so it is made once per pair.
+
+    Computing runs on a fork of the RNG (a diffusion mask draws noise): the run after it
+    draws the same random numbers whether its mask was computed or read from the cache."""
     if path is not None and path.exists():
         return {n: m.bool() for n, m in read_tensors(path)[0].items()}
-    masks = compute()
+    with torch.random.fork_rng():
+        masks = compute()
     if path is not None:
         write_tensors(path, {n: m.to(torch.uint8) for n, m in masks.items()})
     return masks
