@@ -165,27 +165,30 @@ def requests_figure(
     name: str,
     last: int,
 ) -> Figure:
-    """``name`` against the request index: a line per run (colour = setting, style = state
-    policy), a band of ±1 std over seeds; failed requests are gaps in the line."""
-    fig = Figure(figsize=(7.5, 4.5), dpi=DPI, layout="constrained")
-    ax = fig.add_subplot()
+    """``name`` against the request index, a panel per method: a line per run (colour =
+    setting, style = state policy), a band of ±1 std over seeds; failed requests are gaps."""
+    methods = list(dict.fromkeys(first[key].get("method") or "" for key in order))
+    fig = Figure(figsize=(4.2 * len(methods) + 1, 4.5), dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, len(methods), squeeze=False, sharey=True)[0]
     colors = setting_colors(first[key].get("setting") or "" for key in order)
-    for key in order:
-        record = first[key]
-        policy = record.get("extra", {}).get("state_policy", "reset")
-        ks = np.arange(1, last + 1)
-        values = [scores[key].get(int(k), [np.nan]) for k in ks]
-        mean = np.array([np.mean(v) for v in values])
-        std = np.array([np.std(v) for v in values])
-        color = colors[record.get("setting") or ""]
-        ax.plot(
-            ks, mean, POLICY_STYLES.get(policy, "-"), color=color, marker="o", label=_label(key)
-        )
-        ax.fill_between(ks, mean - std, mean + std, color=color, alpha=0.12, linewidth=0)
-    ax.set_xticks(range(1, last + 1))
-    ax.set_xlabel("forget request")
-    ax.set_ylabel(name)
-    ax.grid(alpha=0.3)
-    handles, labels = ax.get_legend_handles_labels()
+    ks = np.arange(1, last + 1)
+    for ax, method in zip(axes, methods, strict=True):
+        for key in (k for k in order if (first[k].get("method") or "") == method):
+            record = first[key]
+            policy = record.get("extra", {}).get("state_policy", "reset")
+            values = [scores[key].get(int(k), [np.nan]) for k in ks]
+            mean = np.array([np.mean(v) for v in values])
+            std = np.array([np.std(v) for v in values])
+            color = colors[record.get("setting") or ""]
+            style = POLICY_STYLES.get(policy, "-")
+            ax.plot(ks, mean, style, color=color, marker="o", label=_label(key))
+            ax.fill_between(ks, mean - std, mean + std, color=color, alpha=0.12, linewidth=0)
+        ax.set_title(method)
+        ax.set_xticks(range(1, last + 1))
+        ax.set_xlabel("forget request")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(name)
+    handles = [h for ax in axes for h in ax.get_legend_handles_labels()[0]]
+    labels = [lab for ax in axes for lab in ax.get_legend_handles_labels()[1]]
     figure_legend(fig, handles, labels)
     return fig
