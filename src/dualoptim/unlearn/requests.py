@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import itertools
 import shutil
-from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dualoptim.io import atomic_write
+from dualoptim.unlearn.task import Job, Outcome
 
 
 def split_random(indices: torch.Tensor, parts: int, seed: int) -> list[torch.Tensor]:
@@ -134,3 +136,44 @@ class RequestChain:
                 f"the end state of request {k}, {path}, is unreadable or corrupt ({err}); "
                 "delete it to make the request again"
             ) from err
+
+
+def request_jobs(
+    template: Job,
+    chain: RequestChain,
+    policy: str,
+    ids: Callable[[int], str],
+    references: Callable[[int], tuple[str, ...]],
+    extra: Callable[[int], Mapping[str, Any]] = lambda _: {},
+    texts: Callable[[Mapping[str, Any]], Mapping[str, Any]] = lambda _: {},
+) -> list[Job]:
+    """Requests 1..K of one run on one seed as jobs of the sweep, in order: ``template`` (the
+    run's one-shot job: its row, η_f, seed, config) with each request's id, references and
+    record extras, run through ``chain``. Each request's end state holds what the task
+    measured (``metrics``, ``curves``, optionally ``steps``); ``texts(row)`` makes the
+    record's texts from it."""
+    shared = {"requests": chain.count, "state_policy": policy}
+    return [
+        replace(
+            template,
+            id=ids(k),
+            run=partial(_outcome, chain, k, texts),
+            references=references(k),
+            extra={**extra(k), "request": k, **shared},
+        )
+        for k in range(1, chain.count + 1)
+    ]
+
+
+def _outcome(
+    chain: RequestChain, k: int, texts: Callable[[Mapping[str, Any]], Mapping[str, Any]]
+) -> Outcome:
+    end = chain.end_state(k)
+    row = end.extra
+    return Outcome(
+        row["metrics"],
+        end.seconds,
+        steps=row.get("steps", {}),
+        curves=row["curves"],
+        extra=texts(row),
+    )

@@ -16,7 +16,7 @@ from dualoptim.tasks.diffusion import requests
 from dualoptim.tasks.diffusion.config import DiffusionExperiment, GenUnlearnSpec
 from dualoptim.tasks.diffusion.run import run_unlearning
 from dualoptim.tasks.diffusion.world import World
-from dualoptim.unlearn.requests import RequestChain
+from dualoptim.unlearn.requests import RequestChain, request_jobs
 from dualoptim.unlearn.task import (
     Cells,
     Column,
@@ -128,8 +128,10 @@ class DiffusionPlan:
         metrics = requests.view(self.world, classes, k).reference(classes[k - 1])
         return Outcome(metrics, self.world.original[1], extra=self._request_extra(k, grid))
 
-    def _request_jobs(self, spec: GenUnlearnSpec, lr_scale: float, seed: int) -> list[Job]:
-        classes = self.exp.data.forget_classes
+    def _request_jobs(self, spec: GenUnlearnSpec, run: Job) -> list[Job]:
+        """The classes one after another on ``run``'s seed (``run``: its one-shot job for
+        the first class, whose row, η_f and config the requests share)."""
+        classes, seed = self.exp.data.forget_classes, run.seed
         label = f"{spec.label}-lr{spec.effective_forget_lr:g}"
         grids = [grid_name(label, c, seed) for c in classes]
         chain = RequestChain(
@@ -145,28 +147,17 @@ class DiffusionPlan:
                 [None if self.out_dir is None else self.out_dir / g for g in grids],
             ),
         )
-        shared = {"requests": len(classes), "state_policy": spec.effective_state_policy}
-        return [
-            Job(
-                id=record_id("diffusion-run", self.world.key, spec, seed, "request", k),
-                group=spec.label,
-                method=spec.method,
-                setting=spec.resolved_setting,
-                lr_scale=lr_scale,
-                forget_lr=spec.effective_forget_lr,
-                seed=seed,
-                config=record_config(self.exp, spec, seed),
-                run=partial(_request_outcome, chain, k),
-                references=(self._request_ref_id(k),),
-                extra={**self._request_extra(k, grids[k - 1]), **shared},
-            )
-            for k in range(1, len(classes) + 1)
-        ]
+        return request_jobs(
+            run,
+            chain,
+            spec.effective_state_policy,
+            ids=partial(record_id, "diffusion-run", self.world.key, spec, seed, "request"),
+            references=lambda k: (self._request_ref_id(k),),
+            extra=lambda k: self._request_extra(k, grids[k - 1]),
+        )
 
     # ------------------------------------------------------------------ runs
     def jobs(self, spec: GenUnlearnSpec, lr_scale: float) -> list[Job]:
-        if self.exp.requests is not None:
-            return [j for seed in self.exp.seeds for j in self._request_jobs(spec, lr_scale, seed)]
         jobs = []
         for forgotten in self.exp.data.forget_classes:
             for seed in self.exp.seeds:
@@ -188,7 +179,11 @@ class DiffusionPlan:
                         extra=self._extra(forgotten, grid),
                     )
                 )
-        return jobs
+        if self.exp.requests is None:
+            return jobs
+        first = self.exp.data.forget_classes[0]
+        runs = [job for job in jobs if job.extra["forget_class"] == first]
+        return [request for run in runs for request in self._request_jobs(spec, run)]
 
     def _unlearn(self, spec: GenUnlearnSpec, forgotten: int, seed: int, grid: str, id: str):
         path = self.out_dir / grid if self.out_dir is not None else None
@@ -199,11 +194,6 @@ class DiffusionPlan:
         return Outcome(
             result["metrics"], result["seconds"], steps=result["steps"], curves=result["curves"]
         )
-
-
-def _request_outcome(chain: RequestChain, k: int) -> Outcome:
-    end = chain.end_state(k).extra
-    return Outcome(end["metrics"], end["seconds"], steps=end["steps"], curves=end["curves"])
 
 
 class DiffusionTask(Task):

@@ -14,7 +14,7 @@ compare with the wrong model.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -25,9 +25,9 @@ from dualoptim.tasks.llm.config import LLMUnlearnSpec, Requests
 from dualoptim.tasks.llm.refusals import refusal
 from dualoptim.tasks.llm.run import Request, measured, unlearn_target
 from dualoptim.tasks.llm.world import TofuSplits, World
-from dualoptim.unlearn.requests import EndState, RequestChain, split_by_group
+from dualoptim.unlearn.requests import EndState, RequestChain, request_jobs, split_by_group
 from dualoptim.unlearn.sharding import full_state_dict
-from dualoptim.unlearn.task import Job, Outcome, Reference, record_config
+from dualoptim.unlearn.task import Job, Outcome, Reference
 
 
 @dataclass
@@ -122,49 +122,27 @@ def _before(requests: LLMRequests, k: int, texts: Callable[[], dict]) -> Outcome
 def jobs(
     requests: LLMRequests,
     kind: str,
-    exp: Any,
     spec: LLMUnlearnSpec,
-    seed: int,
-    lr_scale: float,
+    run: Job,
     progress: bool,
-    extra: Any,
+    texts: Callable[[Mapping[str, Any]], Mapping[str, Any]],
 ) -> list[Job]:
-    """Requests 1..K of ``spec`` on ``seed``, in order; ``extra(row)`` makes a record's
-    texts from a measured row (the task's generation_extra)."""
-    world, options = requests.world, requests.options
+    """Requests 1..K of ``spec`` on ``run``'s seed (``run``: its one-shot job), in order;
+    ``texts(row)`` makes a record's texts from a measured row (the task's generation_extra)."""
+    world, options, seed = requests.world, requests.options, run.seed
     chain = RequestChain(
         Path(world.cache) / "requests",
         record_id(f"{kind}-chain", world.key, spec, seed, options),
         requests.count,
         partial(_step, requests, spec, seed, progress),
     )
-    shared = {"requests": requests.count, "state_policy": spec.effective_state_policy}
-    return [
-        Job(
-            id=record_id(f"{kind}-run", world.key, spec, seed, options, k),
-            group=spec.label,
-            method=spec.method,
-            setting=spec.setting,
-            lr_scale=lr_scale,
-            forget_lr=spec.effective_forget_lr,
-            seed=seed,
-            config=record_config(exp, spec, seed),
-            run=partial(_outcome, chain, k, extra),
-            references=(_reference_id(requests, kind, k),),
-            extra={"request": k, **shared},
-        )
-        for k in range(1, requests.count + 1)
-    ]
-
-
-def _outcome(chain: RequestChain, k: int, extra: Any) -> Outcome:
-    row = chain.end_state(k).extra
-    return Outcome(
-        row["metrics"],
-        row["seconds"],
-        steps=row["steps"],
-        curves=row["curves"],
-        extra=extra(row),
+    return request_jobs(
+        run,
+        chain,
+        spec.effective_state_policy,
+        ids=partial(record_id, f"{kind}-run", world.key, spec, seed, options),
+        references=lambda k: (_reference_id(requests, kind, k),),
+        texts=texts,
     )
 
 

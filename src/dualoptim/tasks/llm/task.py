@@ -98,8 +98,8 @@ class LLMPlan:
 
     @cached_property
     def requests(self) -> LLMRequests | None:
-        """The continual requests (``exp.requests``; the real-world task has none yet)."""
-        options = getattr(self.exp, "requests", None)
+        """The continual requests of ``exp.requests`` (None: one request)."""
+        options = self.exp.requests
         return None if options is None else LLMRequests.of(self.world, options)
 
     def references(self) -> list[Reference]:
@@ -139,22 +139,7 @@ class LLMPlan:
         return Outcome(metrics, seconds, extra=extra)
 
     def jobs(self, spec: LLMUnlearnSpec, lr_scale: float) -> list[Job]:
-        if self.requests is not None:
-            return [
-                job
-                for seed in self.exp.seeds
-                for job in request_jobs(
-                    self.requests,
-                    self.kind,
-                    self.exp,
-                    spec,
-                    seed,
-                    lr_scale,
-                    self.progress,
-                    _row_extra,
-                )
-            ]
-        return [
+        jobs = [
             Job(
                 id=record_id(f"{self.kind}-run", self.world.key, spec, seed),
                 group=spec.label,
@@ -168,6 +153,15 @@ class LLMPlan:
                 references=tuple(self._reference_id(name) for name in self.layout.references),
             )
             for seed in self.exp.seeds
+        ]
+        if self.requests is None:
+            return jobs
+        return [
+            request
+            for job in jobs
+            for request in request_jobs(
+                self.requests, self.kind, spec, job, self.progress, _row_extra
+            )
         ]
 
     def _unlearn(self, spec: LLMUnlearnSpec, seed: int) -> Outcome:

@@ -27,7 +27,13 @@ from dualoptim.tasks.vision.experiment import (
     unlearned,
 )
 from dualoptim.tasks.vision.splits import ForgetSplit
-from dualoptim.unlearn.requests import EndState, RequestChain, retained_by, split_by_group
+from dualoptim.unlearn.requests import (
+    EndState,
+    RequestChain,
+    request_jobs,
+    retained_by,
+    split_by_group,
+)
 from dualoptim.unlearn.requests import split_random as split_random_rows
 from dualoptim.unlearn.task import NO_UNLEARNING, Job, Outcome, Reference, record_config
 
@@ -120,41 +126,19 @@ def _original(get: Lazy, k: int) -> Outcome:
     return Outcome(metrics, 0.0, extra={"request": k})
 
 
-def jobs(
-    get: Lazy,
-    exp: VisionExperiment,
-    seed: int,
-    key: str,
-    spec: UnlearnSpec,
-    lr_scale: float,
-    run_id: str,
-) -> list[Job]:
-    """Requests 1..K of ``spec`` on ``seed``, in order (each starts from the one before);
-    ``run_id`` names the run (its chain of end states and its records)."""
-    count = exp.requests or 1
-    chain = RequestChain(Path(exp.cache_dir) / "requests", run_id, count, partial(_step, get, spec))
-    extra = {"requests": count, "state_policy": spec.effective_state_policy}
-    return [
-        Job(
-            id=record_id(run_id, "request", k),
-            group=spec.label,
-            method=spec.method,
-            setting=spec.setting,
-            lr_scale=lr_scale,
-            forget_lr=spec.effective_forget_lr,
-            seed=seed,
-            config=record_config(exp, spec, seed),
-            run=partial(_outcome, chain, k),
-            references=reference_ids(key, k),
-            extra={"request": k, **extra},
-        )
-        for k in range(1, count + 1)
-    ]
-
-
-def _outcome(chain: RequestChain, k: int) -> Outcome:
-    end = chain.end_state(k)
-    return Outcome(end.extra["metrics"], end.seconds, curves=end.extra["curves"])
+def jobs(get: Lazy, exp: VisionExperiment, key: str, spec: UnlearnSpec, run: Job) -> list[Job]:
+    """Requests 1..K of ``spec`` on ``run``'s seed, in order (each starts from the one
+    before); ``run``: its one-shot job, whose id names its chain and records."""
+    chain = RequestChain(
+        Path(exp.cache_dir) / "requests", run.id, exp.requests or 1, partial(_step, get, spec)
+    )
+    return request_jobs(
+        run,
+        chain,
+        spec.effective_state_policy,
+        ids=partial(record_id, run.id, "request"),
+        references=partial(reference_ids, key),
+    )
 
 
 def _step(

@@ -111,21 +111,7 @@ class VisionPlan:
 
     def jobs(self, spec: UnlearnSpec, lr_scale: float) -> list[Job]:
         key = partial(reference_key, self.exp, self.data)
-        if self.exp.requests is not None:
-            return [
-                job
-                for seed in self.exp.seeds
-                for job in request_jobs(
-                    partial(self.requests, seed),
-                    self.exp,
-                    seed,
-                    key(seed),
-                    spec,
-                    lr_scale,
-                    record_id("run", key(seed), self.exp.train_seed, spec, seed),
-                )
-            ]
-        return [
+        jobs = [
             Job(
                 id=record_id("run", key(seed), self.exp.train_seed, spec, seed),
                 group=spec.label,
@@ -139,6 +125,15 @@ class VisionPlan:
                 references=self._reference_ids(seed),
             )
             for seed in self.exp.seeds
+        ]
+        if self.exp.requests is None:
+            return jobs
+        return [
+            request
+            for job in jobs
+            for request in request_jobs(
+                partial(self.requests, job.seed), self.exp, key(job.seed), spec, job
+            )
         ]
 
     def _unlearn(self, spec: UnlearnSpec, seed: int) -> Outcome:
