@@ -256,3 +256,14 @@ def test_a_vision_run_starts_without_third_party_noise(tmp_path: Path) -> None:
     assert "Failed to load" not in result.stderr
     assert "Setting accelerator to CPU" not in result.stderr  # DeepSpeed, via accelerate
     assert "rl (dual)" in result.stdout
+
+
+def test_terminal_tables_print_cells_as_text(capsys) -> None:
+    """A continual run's label ends in "[carry]": rich would read it as a style tag and print
+    "sfron (dual)" for both policies."""
+    from dualoptim.cli import _print_table
+
+    _print_table("runs [k]", ["run", "Gap"], [["sfron (dual) [carry]", "1.0"]])
+    out = capsys.readouterr().out
+    assert "sfron (dual) [carry]" in out
+    assert "runs [k]" in out

@@ -118,8 +118,9 @@ def test_a_sweep_of_requests_records_each_and_reports_the_last(tmp_path: Path) -
     assert "after request 3 of 3" in text  # the main tables are the last request's
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rt"]["seeds"] == [0]
-    section = text.split("## After every request")[1]
+    section, policies = text.split("## After every request")[1].split("## Carried vs reset")
     assert section.count("sfron (dual) [") == 2
     assert "TA drift (1 → 3)" in section
+    assert "sfron (dual) [carry] vs sfron (dual) [reset] | – | not resolved (1 paired" in policies
     again = sweep(exp, out)  # everything recorded: nothing runs again
     assert sorted(r["id"] for r in again) == sorted(r["id"] for r in records)

@@ -117,13 +117,14 @@ def _load(args: argparse.Namespace) -> tuple[Task, Any]:
 
 
 def _print_table(title: str, header: Sequence[str], cells: Sequence[Sequence[str]]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for i, column in enumerate(header):
-        table.add_column(column, justify="left" if i == 0 else "right")
-    for row in cells:
-        table.add_row(*row)
+        table.add_column(escape(column), justify="left" if i == 0 else "right")
+    for row in cells:  # cells are text: a row label "sfron (dual) [carry]" is no style tag
+        table.add_row(*map(escape, row))
     _console().print(table)
 
 

@@ -33,6 +33,8 @@ from dualoptim.unlearn.task import Layout, is_failed
 BASELINE = "alternate"
 CHALLENGERS = ("dual", "dual_plus", "dual_8bit", "dual_plus_8bit")
 CLAIMS = ("Gap", "Std", "η_f sensitivity")
+#: A claim's name in the header of its difference column.
+SHORT = {"η_f sensitivity": "η_f"}
 
 
 @dataclass(frozen=True)
@@ -48,23 +50,31 @@ class Claim:
     notes: Mapping[str, str]
     better: Mapping[str, str]
     digits: int = 2
+    #: what a verdict is called when the run is better / worse than its baseline
+    outcomes: tuple[str, str] = ("reproduced", "contradicted")
 
     def verdict(self, claim: str) -> str:
         interval = self.intervals[claim]
-        return "not resolved" if interval is None else interval.verdict(self.better[claim])
+        found = "not resolved" if interval is None else interval.verdict(self.better[claim])
+        return dict(zip(("reproduced", "contradicted"), self.outcomes, strict=True)).get(
+            found, found
+        )
 
 
-def pairs(groups: Sequence[tuple[str | None, str | None, str]]) -> list[tuple[str, str, str]]:
+def pairs(
+    groups: Sequence[tuple[str | None, str | None, str, str | None]],
+) -> list[tuple[str, str, str]]:
     """(method, challenger label, baseline label) for each decoupled run and each Alternate
-    run of the same method (there may be two: one step size, or η_f and η_r per phase);
-    ``groups``: (method, setting, label) of the runs."""
-    baselines = [(m, label) for m, setting, label in groups if setting == BASELINE]
+    run of the same method and state policy (there may be two: one step size, or η_f and η_r
+    per phase; a carried DO is compared with a carried Alternate, never a reset one);
+    ``groups``: (method, setting, label, state policy) of the runs."""
+    baselines = [(m, policy, label) for m, setting, label, policy in groups if setting == BASELINE]
     return [
         (m or "", label, base)
-        for m, setting, label in groups
+        for m, setting, label, policy in groups
         if setting in CHALLENGERS
-        for bm, base in baselines
-        if bm == m
+        for bm, bpolicy, base in baselines
+        if (bm, bpolicy) == (m, policy)
     ]
 
 
@@ -78,7 +88,9 @@ def claims(
     measures = _MEASURES if seeds is None else {c: _MEASURES[c] for c in ("Gap", "Std")}
     within = set(seeds) if seeds is not None else None
     out = []
-    for method, label, base in pairs([(r.method, r.setting, r.group) for r in tuned.values()]):
+    for method, label, base in pairs(
+        [(r.method, r.setting, r.group, r.policy) for r in tuned.values()]
+    ):
         found = {claim: measure(summary, tuned[label], tuned[base], metrics, within)
                  for claim, measure in measures.items()}  # fmt: skip
         intervals = {claim: interval for claim, (interval, _) in found.items()}
@@ -184,7 +196,7 @@ def claims_table(found: Sequence[Claim]) -> tuple[list[str], list[list[str]]]:
     header = ["method", "run vs baseline"]
     for claim in names:
         arrow = "↓" if found[0].better[claim] == "lower" else "↑"
-        header += [f"Δ{claim.split()[0]} [95% CI]", f"{claim} {arrow}"]
+        header += [f"Δ{SHORT.get(claim, claim)} [95% CI]", f"{claim} {arrow}"]
     cells = []
     for c in found:
         row = [c.method, f"{c.run} vs {c.baseline}"]
@@ -232,14 +244,15 @@ def metric_claims(records: Sequence[Mapping[str, Any]], layout: Layout) -> list[
     if not layout.headline:
         return []
     by: dict[tuple[str, float], dict[tuple, Mapping[str, float]]] = defaultdict(dict)
-    kinds: dict[str, tuple[str | None, str | None]] = {}
+    kinds: dict[str, tuple[str | None, str | None, str | None]] = {}
     for r in records:
         if r["kind"] == "run" and not is_failed(r):
             split = r["extra"][layout.split_by] if layout.split_by else None
             by[(r["group"], r["lr_scale"])][(r["seed"], split)] = r["metrics"]
-            kinds[r["group"]] = (r.get("method"), r.get("setting"))
+            policy = r.get("extra", {}).get("state_policy")
+            kinds[r["group"]] = (r.get("method"), r.get("setting"), policy)
     out = []
-    for method, label, base in pairs([(m, s, g) for g, (m, s) in kinds.items()]):
+    for method, label, base in pairs([(m, s, g, p) for g, (m, s, p) in kinds.items()]):
         scales = {sc for g, sc in by if g == label} & {sc for g, sc in by if g == base}
         for scale in sorted(scales):
             a, b = by[(label, scale)], by[(base, scale)]

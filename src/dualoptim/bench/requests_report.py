@@ -17,16 +17,18 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from dualoptim.bench.claims import claims_table
 from dualoptim.bench.plots import DPI, figure_legend, save_figure, setting_colors
+from dualoptim.bench.policy_claims import Drift, Key, Scores, policy_claims, run_label
 from dualoptim.bench.tables import markdown, record_order, summarize
 from dualoptim.io import atomic_write
 from dualoptim.unlearn.task import Layout, Task, is_failed
 
 FIGURE = "requests.png"
+AFTER_EVERY_REQUEST = "After every request"
+POLICIES = "Carried vs reset states"
 #: Line style of each state policy in the figure (colour = setting).
 POLICY_STYLES = {"reset": "-", "carry": "--", "carry_base": ":"}
-
-Key = tuple[str, float]  # (group, η_f multiple)
 
 
 def request_of(record: Mapping[str, Any]) -> int | None:
@@ -41,59 +43,57 @@ def report_requests(
     title: str,
     report: Callable[..., Any],
 ) -> Any:
-    """``report`` (the task report) on the last request's records, then the section
-    "After every request" added to its report.md and its terminal tables."""
+    """``report`` (the task report) on the last request's records, then the sections
+    "After every request" and "Carried vs reset states" added to its report.md and its
+    terminal tables."""
     last = max(request_of(r) or 0 for r in records)
     final = [r for r in records if request_of(r) == last]
     shown = report(task, final, out_dir, f"{title}, after request {last} of {last}")
-    header, cells, text = after_every_request(task.layout, records, out_dir)
+    tables, text = after_every_request(task.layout, records, out_dir)
     path = out_dir / "report.md"
     body = path.read_text() + text
     atomic_write(path, lambda f: f.write(body.encode()))
-    shown.tables.append(("After every request", header, cells))
+    shown.tables.extend(tables)
     return shown
 
 
-def _score(layout: Layout) -> tuple[str, str]:
-    """What each request is scored by: (name, how): the Gap to the layout's reference, else
-    its first headline metric's mean."""
+def _score(layout: Layout) -> tuple[str, str, str]:
+    """What each request is scored by: (name, how, which way is better): the Gap to the
+    layout's reference, else its first headline metric's mean."""
     if layout.gap_to is not None:
-        return "Gap", f"Gap to {layout.gap_to}_k (lower is better)"
+        return "Gap", f"Gap to {layout.gap_to}_k (lower is better)", "lower"
     column = layout.headline[0] if layout.headline else layout.columns[0]
-    return column.label, f"{column.label} ({column.better or 'mean'} is better)"
+    better = column.better or "higher"
+    return column.label, f"{column.label} ({better} is better)", better
 
 
-def _per_request(
-    layout: Layout, records: Sequence[Mapping[str, Any]]
-) -> dict[Key, dict[int, list[float]]]:
-    """Each run's score per request, one value per seed (failed seeds: NaN)."""
+def _per_request(layout: Layout, records: Sequence[Mapping[str, Any]]) -> Scores:
+    """Each run's score per request and seed (a failed seed: NaN)."""
     by_request: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
     for r in records:
         if request_of(r) is not None:
             by_request[request_of(r)].append(r)
-    scores: dict[Key, dict[int, list[float]]] = defaultdict(dict)
+    scores: Scores = defaultdict(dict)
     for k, chosen in sorted(by_request.items()):
         if layout.gap_to is not None:
             summary = summarize(chosen, layout.metrics, layout.gap_to)
             for row in summary.rows:
                 values = list(row.seed_gaps) or [float("nan")] * len(row.seeds)
-                scores[(row.group, row.lr_scale)][k] = values
+                scores[(row.group, row.lr_scale)][k] = dict(zip(row.seeds, values, strict=True))
             continue
         metric = (layout.headline[0] if layout.headline else layout.columns[0]).metric
-        runs: dict[Key, list[float]] = defaultdict(list)
+        runs: dict[Key, dict[int, float]] = defaultdict(dict)
         for r in chosen:
             if r["kind"] == "run":
                 value = float("nan") if is_failed(r) else float(r["metrics"][metric])
-                runs[(r["group"], r["lr_scale"])].append(value)
+                runs[(r["group"], r["lr_scale"])][r["seed"]] = value
         for key, values in runs.items():
             scores[key][k] = values
     return scores
 
 
-def _drift(
-    layout: Layout, records: Sequence[Mapping[str, Any]], last: int
-) -> dict[Key, list[float]]:
-    """Per run, the utility metric after request 1 minus after request ``last``, by seed."""
+def _drift(layout: Layout, records: Sequence[Mapping[str, Any]], last: int) -> Drift:
+    """Per run and seed, the utility metric after request 1 minus after request ``last``."""
     if layout.utility is None:
         return {}
     value: dict[tuple[Key, int, int], float] = {}
@@ -102,14 +102,15 @@ def _drift(
             value[((r["group"], r["lr_scale"]), r["seed"], request_of(r))] = float(
                 r["metrics"][layout.utility]
             )
-    drift: dict[Key, list[float]] = defaultdict(list)
+    drift: Drift = defaultdict(dict)
     for key, seed, k in sorted(value):
         if k == 1 and (key, seed, last) in value:
-            drift[key].append(value[(key, seed, 1)] - value[(key, seed, last)])
+            drift[key][seed] = value[(key, seed, 1)] - value[(key, seed, last)]
     return drift
 
 
-def _cell(values: Sequence[float]) -> str:
+def _cell(by_seed: Mapping[int, float]) -> str:
+    values = list(by_seed.values())
     if not values or any(np.isnan(values)):
         return "failed" if values else ""
     return f"{np.mean(values):.2f} ± {np.std(values):.2f}"
@@ -117,23 +118,24 @@ def _cell(values: Sequence[float]) -> str:
 
 def after_every_request(
     layout: Layout, records: Sequence[Mapping[str, Any]], out_dir: Path
-) -> tuple[list[str], list[list[str]], str]:
-    """(header, cells, report section): a row per run, its score after each request (mean
-    ± std over seeds), its drift; and the figure ``requests.png``."""
+) -> tuple[list[tuple[str, list[str], list[list[str]]]], str]:
+    """([(title, header, cells)], report sections): a row per run, its score after each
+    request (mean ± std over seeds) and its drift; each carried run against its reset twin;
+    and the figure ``requests.png``."""
     scores = _per_request(layout, records)
     last = max(request_of(r) or 0 for r in records)
     drift = _drift(layout, records, last)
     first = {(r["group"], r["lr_scale"]): r for r in records if r["kind"] == "run"}
     order = sorted(scores, key=lambda key: record_order(first[key]))
-    name, how = _score(layout)
+    name, how, better = _score(layout)
     header = ["run", *(f"{name} after {k}" for k in range(1, last + 1))]
     if layout.utility is not None:
         header.append(f"{layout.utility} drift (1 → {last})")
     cells = []
     for key in order:
-        row = [_label(key), *(_cell(scores[key].get(k, [])) for k in range(1, last + 1))]
+        row = [run_label(key), *(_cell(scores[key].get(k, {})) for k in range(1, last + 1))]
         if layout.utility is not None:
-            row.append(_cell(drift.get(key, [])))
+            row.append(_cell(drift.get(key, {})))
         cells.append(row)
     save_figure(requests_figure(scores, first, order, name, last), out_dir / FIGURE)
     drift_text = (
@@ -143,23 +145,34 @@ def after_every_request(
         else ""
     )
     text = (
-        "\n## After every request\n\n"
+        f"\n## {AFTER_EVERY_REQUEST}\n\n"
         f"Each run's {how} after each of its {last} forget requests, mean ± std over seeds; "
         "request k is measured on everything forgotten by then and compared with the "
         f"references of request k.{drift_text}\n\n"
         + markdown(header, cells)
         + f"\n![after every request]({FIGURE})\n"
     )
-    return header, cells, text
-
-
-def _label(key: Key) -> str:
-    group, scale = key
-    return group if scale in (None, 1.0) else f"{group} at η_f ×{scale:g}"
+    tables = [(AFTER_EVERY_REQUEST, header, cells)]
+    found = policy_claims(first, order, scores, drift, last, (name, better), layout.utility, 2)
+    if found:
+        compared = claims_table(found)
+        tables.append((POLICIES, *compared))
+        text += (
+            f"\n## {POLICIES}\n\n"
+            "Each run whose optimizer states were carried from one request to the next "
+            "against the same run with its states reset at every request (the authors' "
+            f"code), paired by seed: Δ = carried − reset of the {name} after request {last}, "
+            f"of the {name} averaged over requests 1..{last}"
+            + (f", and of the {layout.utility} drift" if layout.utility is not None else "")
+            + ", each with its 95% percentile-bootstrap interval over seeds. An interval on "
+            "the better side of 0 names the better policy; one containing 0 resolves "
+            "nothing.\n\n" + markdown(*compared)
+        )
+    return tables, text
 
 
 def requests_figure(
-    scores: Mapping[Key, Mapping[int, Sequence[float]]],
+    scores: Scores,
     first: Mapping[Key, Mapping[str, Any]],
     order: Sequence[Key],
     name: str,
@@ -176,12 +189,12 @@ def requests_figure(
         for key in (k for k in order if (first[k].get("method") or "") == method):
             record = first[key]
             policy = record.get("extra", {}).get("state_policy", "reset")
-            values = [scores[key].get(int(k), [np.nan]) for k in ks]
+            values = [list(scores[key].get(int(k), {0: np.nan}).values()) for k in ks]
             mean = np.array([np.mean(v) for v in values])
             std = np.array([np.std(v) for v in values])
             color = colors[record.get("setting") or ""]
             style = POLICY_STYLES.get(policy, "-")
-            ax.plot(ks, mean, style, color=color, marker="o", label=_label(key))
+            ax.plot(ks, mean, style, color=color, marker="o", label=run_label(key))
             ax.fill_between(ks, mean - std, mean + std, color=color, alpha=0.12, linewidth=0)
         ax.set_title(method)
         ax.set_xticks(range(1, last + 1))

@@ -45,6 +45,7 @@ class Row:
     time_vs_rt: float
     failure: str | None = None  # what stopped its failed seeds, None when all finished
     seed_gaps: tuple[float, ...] = ()  # per seed (as ``seeds``), against that seed's RT
+    policy: str | None = None  # a continual run's state policy (SPEC §2.6)
 
 
 #: How far from a tuned η_f the sensitivity study looks (SPEC §3.4): ×1/3…×10 of it on the
@@ -277,6 +278,7 @@ def _row(
         time_vs_rt=seconds / rt_seconds,
         failure=failure_text(failed, len(runs)) if failed else None,
         seed_gaps=() if failed else tuple(float(g) for g in per_seed),
+        policy=first.get("extra", {}).get("state_policy"),
     )
 
 

@@ -47,6 +47,11 @@ def policy_label(label: str, policy: str | None) -> str:
     return label if policy is None else f"{label} [{policy}]"
 
 
+def without_policy(label: str, policy: str | None) -> str:
+    """The row label ``policy_label`` was given: "sfron (dual) [carry]" → "sfron (dual)"."""
+    return label if policy is None else label.removesuffix(f" [{policy}]")
+
+
 def check_requests(requests: int | None, runs: Sequence[Any]) -> None:
     """Refuse a request count below 2, and state policies in a config of one request (there
     is nothing to carry them to): runs name their ``state_policy``."""
