@@ -21,16 +21,17 @@ from dualoptim.tasks.images.sets import ImageSet
 MIXED = ("forget", *["retain"] * 5, "forget", "retain", "forget", "forget", "retain")
 
 
-def _tofu_dir() -> Path:
-    """The real TOFU files: $DUALOPTIM_TOFU_DIR, else ../shared/data/tofu beside the checkout
-    (where CI puts shared/), else this workplace's /work/shared."""
-    if "DUALOPTIM_TOFU_DIR" in os.environ:
-        return Path(os.environ["DUALOPTIM_TOFU_DIR"])
-    beside = Path(__file__).resolve().parents[2] / "shared" / "data" / "tofu"
-    return beside if beside.is_dir() else Path("/work/shared/data/tofu")
+def _shared(name: str, variable: str) -> Path:
+    """A real data folder: $variable, else ../shared/data/<name> beside the checkout (where CI
+    puts shared/), else this workplace's /work/shared."""
+    if variable in os.environ:
+        return Path(os.environ[variable])
+    beside = Path(__file__).resolve().parents[2] / "shared" / "data" / name
+    return beside if beside.is_dir() else Path("/work/shared/data") / name
 
 
-TOFU_DIR = _tofu_dir()
+TOFU_DIR = _shared("tofu", "DUALOPTIM_TOFU_DIR")
+SAFETY_DIR = _shared("safety", "DUALOPTIM_SAFETY_DIR")
 
 
 def grads_for(n: int, steps: int, seed: int = 0) -> list[torch.Tensor]:

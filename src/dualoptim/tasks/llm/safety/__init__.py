@@ -1,0 +1,1 @@
+"""Safety alignment as unlearning (SPEC §2.5): refuse harmful instructions, stay helpful."""
