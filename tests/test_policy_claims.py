@@ -95,7 +95,10 @@ def test_carried_runs_against_their_reset_twins_by_hand(tmp_path: Path) -> None:
         "not resolved",
     ]
     assert f"## {POLICIES}" in text
+    assert "Some verdicts here rest on 4 seeds" in text
     assert (tmp_path / "requests.png").exists()
+    lines = (tmp_path / "policy_claims.csv").read_text().splitlines()
+    assert lines[3] == "x,x (dual) [carry],x (dual) [reset],TA drift,-1,-1,-1,4,carry better"
 
 
 def test_a_failed_seed_is_left_out_of_the_pairing(tmp_path: Path) -> None:

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from dualoptim.bench.claims import claims_table
+from dualoptim.bench.claims import claims_csv, claims_table
 from dualoptim.bench.plots import DPI, figure_legend, save_figure, setting_colors
 from dualoptim.bench.policy_claims import Drift, Key, Scores, policy_claims, run_label
+from dualoptim.bench.report import few_seeds_note
 from dualoptim.bench.tables import markdown, record_order, summarize
 from dualoptim.io import atomic_write
 from dualoptim.unlearn.task import Layout, Task, is_failed
@@ -27,6 +28,7 @@ from dualoptim.unlearn.task import Layout, Task, is_failed
 FIGURE = "requests.png"
 AFTER_EVERY_REQUEST = "After every request"
 POLICIES = "Carried vs reset states"
+POLICIES_CSV = "policy_claims.csv"
 #: Line style of each state policy in the figure (colour = setting).
 POLICY_STYLES = {"reset": "-", "carry": "--", "carry_base": ":"}
 
@@ -157,6 +159,8 @@ def after_every_request(
     if found:
         compared = claims_table(found)
         tables.append((POLICIES, *compared))
+        csv = claims_csv(found)
+        atomic_write(out_dir / POLICIES_CSV, lambda f: f.write(csv.encode()))
         text += (
             f"\n## {POLICIES}\n\n"
             "Each run whose optimizer states were carried from one request to the next "
@@ -166,7 +170,8 @@ def after_every_request(
             + (f", and of the {layout.utility} drift" if layout.utility is not None else "")
             + ", each with its 95% percentile-bootstrap interval over seeds. An interval on "
             "the better side of 0 names the better policy; one containing 0 resolves "
-            "nothing.\n\n" + markdown(*compared)
+            f"nothing (numbers in `{POLICIES_CSV}`).{few_seeds_note(found)}\n\n"
+            + markdown(*compared)
         )
     return tables, text
 
