@@ -168,3 +168,19 @@ def test_a_broken_xstest_file_is_named(tmp_path: Path, text: str, message: str) 
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ValueError, match=message):
         load_xstest(path)
+
+
+def test_the_builtin_benign_prompts_are_no_evaluation_prompts(tmp_path: Path) -> None:
+    from dualoptim.tasks.llm.safety.data import load_benign
+
+    benign = load_benign()
+    assert len(benign) == len({b.prompt for b in benign}) == 120
+    data = load_safety(SAFETY_DIR)
+    evaluated = {row.prompt.lower() for rows in data.safety_sets.values() for row in rows}
+    evaluated |= {row.prompt.lower() for row in data.helpfulness}
+    evaluated |= {p.prompt.lower() for p in data.xstest}
+    assert not evaluated & {b.prompt.lower() for b in benign}
+    assert load_benign("builtin") == benign
+    path = tmp_path / "mine.json"
+    _write(path, {"instructions": ["Name a fruit."]})
+    assert load_benign(str(path)) == (Instruction("Name a fruit."),)

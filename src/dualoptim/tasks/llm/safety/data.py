@@ -20,6 +20,7 @@ import csv
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,18 @@ def load_alpaca(source: str, split: str = "train") -> tuple[Instruction, ...]:
             f"({type(err).__name__}: {err})"
         ) from err
     return parse_pairs(rows, f"Hub dataset {source} ({split})")
+
+
+def load_benign(source: str | None = None) -> tuple[Instruction, ...]:
+    """Benign instructions for the offline retain variant (``kl``): the built-in set written
+    for this project (``None`` / ``"builtin"``, package data ``benign.yaml``), or a file in
+    the evaluation sets' format."""
+    if source is not None and source != "builtin":
+        return load_instructions(source)
+    import yaml
+
+    text = resources.files("dualoptim.tasks.llm.safety").joinpath("benign.yaml").read_text()
+    return tuple(Instruction(prompt) for prompt in yaml.safe_load(text)["prompts"])
 
 
 def load_xstest(path: str | Path) -> tuple[XSTestPrompt, ...]:
