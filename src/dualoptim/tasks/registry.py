@@ -15,6 +15,7 @@ BUILT_IN = {
     "llm": "dualoptim.tasks.llm.task",
     "diffusion": "dualoptim.tasks.diffusion.task",
     "realworld": "dualoptim.tasks.llm.realworld.task",
+    "safety": "dualoptim.tasks.llm.safety.task",
 }
 _registered: dict[str, Task] = {}
 
