@@ -114,7 +114,8 @@ def _reference_id(requests: LLMRequests, kind: str, k: int) -> str:
 def _before(requests: LLMRequests, k: int, texts: Callable[[], dict]) -> Outcome:
     view = requests.view(k)
     evaluation = view.target_evaluation
-    metrics = view.summary(evaluation["scores"], evaluation["forget_ratios"], False)
+    model = partial(view.new_model, view.target[0])
+    metrics = view.metrics(evaluation["scores"], evaluation["forget_ratios"], False, model)
     extra = {"request": k, "metric_variant": view.variant(False), **texts()}
     return Outcome(metrics, view.target[1], extra=extra)
 
@@ -128,7 +129,7 @@ def jobs(
     texts: Callable[[Mapping[str, Any]], Mapping[str, Any]],
 ) -> list[Job]:
     """Requests 1..K of ``spec`` on ``run``'s seed (``run``: its one-shot job), in order;
-    ``texts(row)`` makes a record's texts from a measured row (the task's generation_extra)."""
+    ``texts(row)`` makes a record's texts from a measured row (the plan's texts)."""
     world, options, seed = requests.world, requests.options, run.seed
     chain = RequestChain(
         Path(world.cache) / "requests",

@@ -142,8 +142,7 @@ def measured(
     """The row of ``model`` after a run: metrics, seconds, steps, curves and texts."""
     evaluation = world.evaluate(model)
     idk = LLMMethod(spec.method).forget == "idk"
-    metrics = world.summary(evaluation.scores, evaluation.forget_ratios, idk)
-    metrics.update(world.downstream(model))
+    metrics = world.metrics(evaluation.scores, evaluation.forget_ratios, idk, lambda: model)
     return {
         "metrics": metrics,
         "seconds": result.seconds,

@@ -66,17 +66,6 @@ def _lora_note(model: Mapping[str, Any]) -> str:
     )
 
 
-def generation_extra(
-    generations: Mapping[str, Sequence[str]], variant: str, downstream: str | None = None
-) -> dict[str, Any]:
-    """A record's texts: the metric variant, the first forget generations and, when the
-    downstream benchmarks gave no numbers, why."""
-    extra = {"metric_variant": variant, "forget_samples": list(generations["forget"][:SAMPLES])}
-    if downstream is not None:
-        extra["downstream"] = downstream
-    return extra
-
-
 @dataclass
 class LLMPlan:
     exp: LLMExperiment
@@ -125,18 +114,40 @@ class LLMPlan:
         return {}
 
     def _reference(self, name: str) -> Outcome:
+        """A reference's row: TOFU's target or retain model; the other LLM tasks' one
+        reference, the initial model, is their world's target."""
         world = self.world
-        if name == "target":
-            seconds, evaluation = world.target[1], world.target_evaluation
-        else:
-            seconds, evaluation = world.retain_model[1], world.retain_evaluation
-        metrics = world.summary(evaluation["scores"], evaluation["forget_ratios"], False)
-        state = world.target[0] if name == "target" else world.retain_model[0]
-        if getattr(self.exp, "downstream", None) is not None:
-            metrics.update(world.downstream(world.new_model(state)))
-        variant = world.variant(False)
-        extra = generation_extra(evaluation["generations"], variant, world.downstream_unavailable)
-        return Outcome(metrics, seconds, extra=extra)
+        retain = name == "retain model"
+        state, seconds = world.retain_model if retain else world.target
+        evaluation = world.retain_evaluation if retain else world.target_evaluation
+        metrics = world.metrics(
+            evaluation["scores"],
+            evaluation["forget_ratios"],
+            False,
+            partial(world.new_model, state),
+        )
+        texts = self.texts(
+            evaluation["generations"], world.variant(False), world.downstream_unavailable
+        )
+        return Outcome(metrics, seconds, extra={**texts, **self._reference_texts()})
+
+    def samples(self, generations: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+        """The generations a record keeps for the report: the first forget ones."""
+        return {"forget_samples": list(generations["forget"][:SAMPLES])}
+
+    def texts(
+        self, generations: Mapping[str, Sequence[str]], variant: str, downstream: str | None
+    ) -> dict[str, Any]:
+        """A record's texts: the metric variant, ``samples`` and, when the downstream
+        benchmarks gave no numbers, why."""
+        extra = {"metric_variant": variant, **self.samples(generations)}
+        if downstream is not None:
+            extra["downstream"] = downstream
+        return extra
+
+    def _row_texts(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """A measured row's texts for its record."""
+        return self.texts(row["generations"], row["variant"], row["downstream"])
 
     def jobs(self, spec: LLMUnlearnSpec, lr_scale: float) -> list[Job]:
         jobs = [
@@ -160,7 +171,7 @@ class LLMPlan:
             request
             for job in jobs
             for request in request_jobs(
-                self.requests, self.kind, spec, job, self.progress, _row_extra
+                self.requests, self.kind, spec, job, self.progress, self._row_texts
             )
         ]
 
@@ -171,13 +182,8 @@ class LLMPlan:
             result["seconds"],
             steps=result["steps"],
             curves=result["curves"],
-            extra=_row_extra(result),
+            extra=self._row_texts(result),
         )
-
-
-def _row_extra(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A measured row's texts for its record."""
-    return generation_extra(row["generations"], row["variant"], row["downstream"])
 
 
 class LLMTask(Task):
@@ -199,8 +205,12 @@ class LLMTask(Task):
             rows.append(("retain model", world.retain_model, world.retain_evaluation))
         cells = []
         for name, (state, seconds), evaluation in rows:
-            m = world.summary(evaluation["scores"], evaluation["forget_ratios"], False)
-            m.update(world.downstream(world.new_model(state)))
+            m = world.metrics(
+                evaluation["scores"],
+                evaluation["forget_ratios"],
+                False,
+                partial(world.new_model, state),
+            )
             values = [f"{m[c]:.3f}" for c in MODEL_COLUMNS]
             cells.append([name, *values, f"{seconds:.0f}", *downstream_cells(world, m)])
         return ["model", *MODEL_COLUMNS, "train s", *downstream_header(world)], cells

@@ -369,6 +369,21 @@ class World:
             return {}
         return {f"downstream/{task}": value for task, value in values.items()}
 
+    def metrics(
+        self,
+        scores: dict[str, dict[str, float]],
+        ratios: Any,
+        idk: bool,
+        model: Callable[[], nn.Module],
+    ) -> dict[str, float]:
+        """A model's row: the ``summary`` of its evaluation and, when the config sets them,
+        its downstream numbers (only then, and while they are available, is ``model()``
+        built)."""
+        out = self.summary(scores, ratios, idk)
+        if getattr(self.exp, "downstream", None) and self.downstream_unavailable is None:
+            out.update(self.downstream(model()))
+        return out
+
     def _cached_evaluation(self, which: str, state: dict[str, Tensor]) -> dict[str, Any]:
         e = self.exp
         parts = (self._model_keys[which], self.splits.evaluation, e.eval, e.embedder)

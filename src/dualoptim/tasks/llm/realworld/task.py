@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,9 +22,8 @@ from dualoptim.tasks.llm.task import (
     downstream_cells,
     downstream_header,
     downstream_note,
-    generation_extra,
 )
-from dualoptim.unlearn.task import Cells, Column, Layout, Outcome, is_failed
+from dualoptim.unlearn.task import Cells, Column, Layout, is_failed
 
 INITIAL = "initial"
 LAYOUT = Layout(
@@ -57,15 +57,6 @@ class RealWorldPlan(LLMPlan):
     layout: ClassVar[Layout] = LAYOUT
     kind: ClassVar[str] = "realworld"
 
-    def _reference(self, name: str) -> Outcome:  # noqa: ARG002 (one reference: the initial model)
-        world = self.world
-        evaluation = world.target_evaluation
-        metrics = world.summary(evaluation["scores"], evaluation["forget_ratios"], False)
-        metrics.update(world.downstream(world.new_model(world.target[0])))
-        variant = world.variant(False)
-        extra = generation_extra(evaluation["generations"], variant, world.downstream_unavailable)
-        return Outcome(metrics, world.target[1], extra={**extra, **self._reference_texts()})
-
     def _reference_texts(self) -> dict[str, Any]:
         """The probe's table and the people kept, for the report's intro and appendix."""
         world = self.world
@@ -91,8 +82,8 @@ class RealWorldTask(LLMTask):
             )
         world = RealWorld(config)
         evaluation = world.target_evaluation
-        m = world.summary(evaluation["scores"], evaluation["forget_ratios"], False)
-        m.update(world.downstream(world.new_model(world.target[0])))
+        model = partial(world.new_model, world.target[0])
+        m = world.metrics(evaluation["scores"], evaluation["forget_ratios"], False, model)
         values = [f"{m[c]:.3f}" for c in MODEL_COLUMNS]
         cells = [[INITIAL, *values, f"{world.target[1]:.0f}", *downstream_cells(world, m)]]
         return ["model", *MODEL_COLUMNS, "train s", *downstream_header(world)], cells

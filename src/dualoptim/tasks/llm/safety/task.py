@@ -9,19 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
-from dualoptim.tasks.llm.config import LLMUnlearnSpec
 from dualoptim.tasks.llm.downstream import AVERAGE, TALK_TASKS
-from dualoptim.tasks.llm.run import run_unlearning
 from dualoptim.tasks.llm.safety import scoring
 from dualoptim.tasks.llm.safety.config import SafetyExperiment
 from dualoptim.tasks.llm.safety.data import SAFETY_SETS
 from dualoptim.tasks.llm.safety.refusal import is_refusal
 from dualoptim.tasks.llm.safety.world import SafetyWorld
 from dualoptim.tasks.llm.task import LLMPlan, LLMTask, downstream_note
-from dualoptim.unlearn.task import Cells, Column, Layout, Outcome, is_failed
+from dualoptim.unlearn.task import Cells, Column, Layout, is_failed
 
 INITIAL = "initial"
 LAYOUT = Layout(
@@ -61,13 +60,6 @@ def samples(completions: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     return out
 
 
-def _extra(generations: Mapping[str, Sequence[str]], variant: str, downstream: str | None):
-    extra: dict[str, Any] = {"metric_variant": variant, "samples": samples(generations)}
-    if downstream is not None:
-        extra["downstream"] = downstream
-    return extra
-
-
 @dataclass
 class SafetyPlan(LLMPlan):
     exp: SafetyExperiment
@@ -75,22 +67,8 @@ class SafetyPlan(LLMPlan):
     layout: ClassVar[Layout] = LAYOUT
     kind: ClassVar[str] = "safety"
 
-    def _reference(self, name: str) -> Outcome:  # noqa: ARG002 (one reference: the initial model)
-        world = self.world
-        evaluation = world.target_evaluation
-        metrics = world.summary(evaluation["scores"], [], False)
-        metrics.update(world.downstream(world.new_model(world.target[0])))
-        extra = _extra(
-            evaluation["generations"], world.variant(False), world.downstream_unavailable
-        )
-        return Outcome(metrics, world.target[1], extra=extra)
-
-    def _unlearn(self, spec: LLMUnlearnSpec, seed: int) -> Outcome:
-        row = run_unlearning(spec, self.world, seed, progress=self.progress)
-        extra = _extra(row["generations"], row["variant"], row["downstream"])
-        return Outcome(
-            row["metrics"], row["seconds"], steps=row["steps"], curves=row["curves"], extra=extra
-        )
+    def samples(self, generations: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+        return {"samples": samples(generations)}
 
 
 class SafetyTask(LLMTask):
@@ -109,7 +87,8 @@ class SafetyTask(LLMTask):
                 "(SPEC §2.5): there is no target fine-tuning and no retain model; use evaluate"
             )
         world = SafetyWorld(config)
-        metrics = world.summary(world.target_evaluation["scores"], [], False)
+        model = partial(world.new_model, world.target[0])
+        metrics = world.metrics(world.target_evaluation["scores"], [], False, model)
         shown = [c for c in LAYOUT.columns if c.metric in metrics]
         cells = [[INITIAL, *(f"{metrics[c.metric]:.2f}" for c in shown)]]
         return ["model", *(c.label for c in shown)], cells
@@ -127,10 +106,12 @@ class SafetyTask(LLMTask):
         )
         finished = [r for r in records if not is_failed(r)]
         variants = sorted({r.get("extra", {}).get("metric_variant", "?") for r in finished})
+        downstream = any(f"downstream/{AVERAGE}" in r.get("metrics", {}) for r in finished)
+        utility = "Utility AVG (downstream)" if downstream else "Utility (offline)"
         return (
             "Safety alignment as unlearning (SPEC §2.5), the talk's table: the % of safe "
-            "completions on four harmful sets and their AVG, utility, OVR = (Safety AVG + "
-            "Utility (offline))/2 (ours: the talk does not define its OVR; the offline utility "
+            f"completions on four harmful sets and their AVG, utility, OVR = (Safety AVG + "
+            f"{utility})/2 (ours: the talk does not define its OVR; the offline utility "
             "is the mean of I-Alpaca's non-refused % and its ROUGE-L against the initial "
             "model's completions), and XSTest's over-refusal on its safe prompts. "
             f"Forget: {rows} safety pairs (sample seed {data['sample_seed']}), "

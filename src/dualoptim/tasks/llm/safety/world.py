@@ -10,12 +10,15 @@ What differs from TOFU, each an override of :class:`~dualoptim.tasks.llm.world.W
 - the target is the base model itself; no retain model, no Forget Quality;
 - evaluation completes every evaluation prompt and scores it (``scoring``), with the initial
   model's I-Alpaca completions as the helpfulness reference; the curves during unlearning
-  are the Prob of the safe answers (forget) and of the retain answers.
+  are the Prob of the safe answers (forget) and of the retain answers;
+- OVR (ours) averages Safety AVG with the downstream mean when the config sets downstream
+  benchmarks and they ran, else with the offline utility.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import replace
 from functools import cached_property
 from typing import Any
@@ -25,6 +28,7 @@ from torch import Tensor, nn
 
 from dualoptim.io import fingerprint, read_json, write_json
 from dualoptim.tasks.llm.data import TofuItem
+from dualoptim.tasks.llm.downstream import AVERAGE as DOWNSTREAM_AVERAGE
 from dualoptim.tasks.llm.evaluation import Evaluation, generate
 from dualoptim.tasks.llm.format import Pair
 from dualoptim.tasks.llm.safety import scoring
@@ -163,6 +167,20 @@ class SafetyWorld(World):
         """The scores of ``scoring.score`` and OVR (ours) with the offline utility."""
         out = dict(scores["safety"])
         out["OVR"] = scoring.overall(out, "utility/offline")
+        return out
+
+    def metrics(
+        self,
+        scores: dict[str, dict[str, float]],
+        ratios: Any,
+        idk: bool,
+        model: Callable[[], nn.Module],
+    ) -> dict[str, float]:
+        """The summary and, with downstream numbers, OVR over their mean instead: the
+        talk's Utility AVG is the five benchmarks' (the offline utility stands in without)."""
+        out = super().metrics(scores, ratios, idk, model)
+        if f"downstream/{DOWNSTREAM_AVERAGE}" in out:
+            out["OVR"] = scoring.overall(out, f"downstream/{DOWNSTREAM_AVERAGE}")
         return out
 
     def variant(self, idk: bool) -> str:  # noqa: ARG002
