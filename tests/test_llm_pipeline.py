@@ -256,12 +256,15 @@ def test_generation_samples_sit_under_their_row_and_step_size(tmp_path) -> None:
         "realworld-llama3",
         "realworld-mini",
         "realworld-tiny",
+        "safety-llama3",
+        "safety-tiny",
     ],
 )
 def test_named_configs_validate_and_each_run_makes_one_step(name: str) -> None:
     """The paper-size recipes as shipped (their optimizers, accumulation, loss weights,
     reference models and refusals), each run for one forget and one retain step on a tiny
-    model over the built-in data; the real-world task's configs too (the same runs)."""
+    model over the built-in data; the real-world and safety tasks' configs too (the same
+    runs)."""
     path = _named_config(name)
     exp = load_config(registry.get(read_config(path)["task"]).config_class, path)
     tokenizer = train_tokenizer(TEXTS[:200], 300)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dualoptim.config import ConfigError, from_dict
-from dualoptim.tasks.llm.config import LLMUnlearnSpec
+from dualoptim.tasks.llm.config import FinetuneRecipe, LLMUnlearnSpec
 from dualoptim.tasks.llm.safety.config import RetainData, SafetyExperiment, SafetySource
 
 
@@ -35,6 +35,11 @@ def test_the_defaults_are_the_offline_variant() -> None:
             "state_policy applies to continual runs only",
         ),
         (lambda: SafetyExperiment(judge_threshold=float("nan")), "judge_threshold must be finite"),
+        (
+            lambda: SafetyExperiment(finetune=FinetuneRecipe()),
+            "finetune: the model is fine-tuned on the retain instructions, and retain.kind is "
+            "'benign'",
+        ),
         (lambda: SafetyExperiment(seeds=()), "seeds is empty"),
     ],
 )

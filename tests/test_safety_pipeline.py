@@ -8,10 +8,15 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
-from dualoptim.cli import main
+from dualoptim.cli import _named_config, main
+from dualoptim.config import load_config
+from dualoptim.tasks.llm.safety.config import SafetyExperiment
 from dualoptim.tasks.llm.safety.data import SAFETY_SETS
 from dualoptim.tasks.llm.safety.refusal import is_refusal
+from dualoptim.tasks.llm.safety.world import SafetyWorld
+from dualoptim.unlearn.sharding import full_state_dict
 from helpers import SAFETY_DIR
 
 pytestmark = pytest.mark.slow
@@ -90,4 +95,45 @@ def test_evaluate_shows_the_initial_model_and_train_is_refused(tiny, capsys) -> 
     assert "Safety AVG" in out
     with pytest.raises(SystemExit):
         main(["train", *options])
-    assert "no target fine-tuning and no retain model" in capsys.readouterr().err
+    assert "train: the safety task has no finetune recipe set" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["retrain", *options])
+    assert "retrain: the safety task has no retain model" in capsys.readouterr().err
+
+
+def test_finetune_makes_the_initial_model_from_the_retain_instructions(tmp_path, capsys) -> None:
+    """The talk's Alpaca-fine-tuned model: with ``finetune`` the initial model is the loaded
+    one fine-tuned on the retain instructions (cached), what the runs unlearn and the report's
+    first row; ``train`` makes it."""
+    rows = [
+        {"instruction": f"Name colour number {i}.", "input": "", "output": f"Colour {i} is blue."}
+        for i in range(16)
+    ]
+    alpaca = tmp_path / "alpaca.json"
+    alpaca.write_text(json.dumps(rows))
+    options = [
+        "--config",
+        "safety-tiny",
+        f"data.source={SAFETY_DIR}",
+        f"cache_dir={tmp_path / 'cache'}",
+        f"retain={{kind: instructions, source: {alpaca}}}",
+        "finetune={epochs: 3, lr: 1.0e-3, batch_size: 8}",
+        "data.forget_rows=8",
+        "eval.limit=2",
+        "runs=[{method: idk+gd, setting: dual, forget_lr: 1.0e-3, batch_size: 8}]",
+    ]
+    assert main(["train", *options]) == 0
+    assert "initial" in capsys.readouterr().out
+    assert len(list((tmp_path / "cache").glob("target-*.safetensors"))) == 1
+    world = SafetyWorld(load_config(SafetyExperiment, _named_config("safety-tiny"), options[2:]))
+    tuned, base = world.target[0], full_state_dict(world._base)
+    assert any(not torch.equal(tuned[name], base[name]) for name in base)
+    assert main(["unlearn", *options, "--out", str(tmp_path / "out")]) == 0
+    folder = tmp_path / "out" / "safety-tiny"
+    records = [json.loads(p.read_text()) for p in (folder / "records").glob("*.json")]
+    initial = next(r for r in records if r["group"] == "initial")
+    assert initial["seconds"] > 0  # the fine-tuning's, read back from the cache
+    assert initial["config"]["finetune"]["epochs"] == 3
+    report = (folder / "report.md").read_text()
+    assert "fine-tuned first on the retain instructions (3 epochs at 0.001, batch 8 × 1)" in report
+    assert f"of the instruction set {alpaca}" in report

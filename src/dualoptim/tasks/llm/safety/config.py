@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from dualoptim.config import ConfigError, quiet_repr, require_runs_and_seeds
-from dualoptim.tasks.llm.config import LLMUnlearnSpec, ModelSpec
+from dualoptim.tasks.llm.config import FinetuneRecipe, LLMUnlearnSpec, ModelSpec
 from dualoptim.tasks.llm.downstream import DownstreamOptions
 from dualoptim.tasks.llm.evaluation import EvalOptions
 from dualoptim.tasks.llm.methods import LLMMethod
@@ -69,6 +69,9 @@ class SafetyExperiment:
     data: SafetySource = field(default_factory=SafetySource)
     retain: RetainData = field(default_factory=RetainData)
     model: ModelSpec = field(default_factory=ModelSpec)
+    # fine-tune the model on the retain instructions before unlearning (the talk's
+    # Alpaca-fine-tuned Llama 3); None: unlearn the model as loaded
+    finetune: FinetuneRecipe | None = None
     # completions: eval.limit prompts per evaluation set, eval.max_new_tokens each
     eval: EvalOptions = field(default_factory=EvalOptions)
     judge: str | None = None  # the harmfulness judge (Hub id or folder); None: offline refusal
@@ -97,5 +100,11 @@ class SafetyExperiment:
                 )
             if run.state_policy is not None:
                 raise ConfigError(f"runs[{i}]: state_policy applies to continual runs only")
+        if self.finetune is not None and self.retain.kind != "instructions":
+            raise ConfigError(
+                "finetune: the model is fine-tuned on the retain instructions, and "
+                f"retain.kind is {self.retain.kind!r}; set retain.kind: instructions with a "
+                "source (e.g. tatsu-lab/alpaca), or drop finetune"
+            )
         if not math.isfinite(self.judge_threshold):
             raise ValueError(f"judge_threshold must be finite, got {self.judge_threshold}")

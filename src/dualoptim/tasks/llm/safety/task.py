@@ -80,11 +80,13 @@ class SafetyTask(LLMTask):
         return SafetyPlan(config, SafetyWorld(config, progress=progress), progress)
 
     def reference_models(self, config: SafetyExperiment, command: str) -> Cells:
-        """evaluate: the initial model's scores (there is no model to train or retrain)."""
-        if command != "evaluate":
+        """evaluate: the initial model's scores; train: the same, once the model has been
+        fine-tuned on the retain instructions (``finetune``). There is no retain model."""
+        if command == "retrain" or (command == "train" and config.finetune is None):
+            what = "no retain model" if command == "retrain" else "no finetune recipe set"
             raise ValueError(
-                f"{command}: the safety task unlearns the instruction-tuned model as it is "
-                "(SPEC §2.5): there is no target fine-tuning and no retain model; use evaluate"
+                f"{command}: the safety task has {what} (SPEC §2.5); use evaluate (the initial "
+                "model), or set finetune with instruction retain data to train it"
             )
         world = SafetyWorld(config)
         model = partial(world.new_model, world.target[0])
@@ -116,7 +118,8 @@ class SafetyTask(LLMTask):
             "model's completions), and XSTest's over-refusal on its safe prompts. "
             f"Forget: {rows} safety pairs (sample seed {data['sample_seed']}), "
             f"the IDK loss towards their safe answers; retain: {kept}. Scorer: "
-            f"{'; '.join(variants)}. Row `{INITIAL}` is the model before unlearning."
+            f"{'; '.join(variants)}. Row `{INITIAL}` is the model before unlearning"
+            f"{_tuned(config.get('finetune'))}."
             f"{downstream_note(records)}\n\n"
         )
 
@@ -131,6 +134,16 @@ class SafetyTask(LLMTask):
             for name, texts in r.get("extra", {}).get("samples", {}).items():
                 parts += [f"- {name}: {t!r}\n" for t in texts]
         return "".join(parts)
+
+
+def _tuned(recipe: Mapping[str, Any] | None) -> str:
+    """How the initial model was made, when it was fine-tuned first."""
+    if recipe is None:
+        return ""
+    return (
+        f", fine-tuned first on the retain instructions ({recipe['epochs']} epochs at "
+        f"{recipe['lr']:g}, batch {recipe['batch_size']} × {recipe['accumulation']})"
+    )
 
 
 TASK = SafetyTask()

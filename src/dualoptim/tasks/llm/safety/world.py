@@ -7,7 +7,9 @@ What differs from TOFU, each an override of :class:`~dualoptim.tasks.llm.world.W
   IDK loss learns: ``refusal_pairs`` returns them with their own answers;
 - the retain rows are an instruction set with its answers, or benign prompts answered by the
   initial model (greedy, cached), made once the base model exists;
-- the target is the base model itself; no retain model, no Forget Quality;
+- the target is the base model itself, or the base model fine-tuned on the retain
+  instructions first (``finetune``: the talk's Alpaca-fine-tuned model); no retain model,
+  no Forget Quality;
 - evaluation completes every evaluation prompt and scores it (``scoring``), with the initial
   model's I-Alpaca completions as the helpfulness reference; the curves during unlearning
   are the Prob of the safe answers (forget) and of the retain answers;
@@ -119,7 +121,8 @@ class SafetyWorld(World):
         e = self.exp
         data = replace(e.data, source="")
         parts = (self.fingerprint, self._base_fingerprint, data, e.retain, e.model.finetuned)
-        return fingerprint(*parts, e.eval, e.judge, e.judge_threshold, e.downstream)
+        tuned = () if e.finetune is None else (e.finetune,)
+        return fingerprint(*parts, *tuned, e.eval, e.judge, e.judge_threshold, e.downstream)
 
     @property
     def definitions(self) -> tuple[Any, ...]:
@@ -127,8 +130,15 @@ class SafetyWorld(World):
 
     @cached_property
     def target(self) -> tuple[dict[str, Tensor], float]:
-        """The instruction-tuned model as loaded: what is unlearned and KL's reference."""
-        return full_state_dict(self._base), 0.0
+        """What is unlearned (and KL's reference): the model as loaded, or first fine-tuned
+        on the retain instructions (``finetune``, cached; its seconds are the row's)."""
+        if self.exp.finetune is None:
+            return full_state_dict(self._base), 0.0
+        return self._finetuned("target")
+
+    @cached_property
+    def _training_pairs(self) -> dict[str, list[Pair]]:
+        return {"target": self.retain_pairs}
 
     @cached_property
     def retain_model(self) -> tuple[dict[str, Tensor], float]:
