@@ -12,7 +12,7 @@ import pytest
 import torch
 from scipy import stats
 
-from dualoptim.bench.metric_table import metric_csv, metric_rows, metric_table
+from dualoptim.bench.metric_table import metric_csv, metric_rows, metric_table, present
 from dualoptim.bench.sweeps import sweep
 from dualoptim.cli import _named_config, main
 from dualoptim.config import ConfigError, load_config, read_config
@@ -210,6 +210,9 @@ def test_metric_table_from_hand_made_records() -> None:
     _, cells = metric_table(rows, ["UFE", "MU"])
     assert cells[2][2:4] == ["0.600 ± 0.100", "–"]
     assert cells[0][2] == "0.100"
+    # a column no record fills (downstream benchmarks not configured) leaves the report
+    assert present(records, ["UFE", "MU", "OVR"]) == ["UFE"]
+    assert present([{**records[0], "metrics": {}}], ["UFE", "MU"]) == ["UFE", "MU"]
     with pytest.raises(ValueError, match="two records of one seed"):
         metric_rows([*records, records[0]], ["UFE"])
 
@@ -257,6 +260,7 @@ def test_generation_samples_sit_under_their_row_and_step_size(tmp_path) -> None:
         "realworld-mini",
         "realworld-tiny",
         "safety-llama3",
+        "safety-mini",
         "safety-tiny",
     ],
 )

@@ -51,6 +51,14 @@ class MetricRow:
         )
 
 
+def present(records: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list[str]:
+    """The ``metrics`` some record has, in order: a column no record fills (downstream
+    benchmarks not configured, or unavailable offline, which the intro says) is left out;
+    all of them when no record has any (every run failed: the cells say why)."""
+    found = [m for m in metrics if any(m in r.get("metrics", {}) for r in records)]
+    return found or list(metrics)
+
+
 def errors(record: Mapping[str, Any], metrics: Sequence[str]) -> dict[str, Mapping[str, Any]]:
     """The error that stopped each metric of ``record``: all of a failed run's, or those a
     table's merged record lists in ``errors`` (e.g. one forgotten class of several)."""

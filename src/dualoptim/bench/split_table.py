@@ -11,12 +11,8 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dualoptim.bench.metric_table import metric_csv, metric_rows, metric_table
+from dualoptim.bench.metric_table import metric_csv, metric_rows, metric_table, present
 from dualoptim.unlearn.task import Cells, Layout, is_failed
-
-
-def _present(records: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list[str]:
-    return [m for m in metrics if any(m in r["metrics"] for r in records)]
 
 
 def _row_key(record: Mapping[str, Any]) -> tuple:
@@ -59,10 +55,10 @@ def split_columns(
 ) -> tuple[list[str], dict[str, str]]:
     """The columns in sub-experiment order (``split_by``), and their labels."""
     splits = sorted({(r["extra"][layout.split_by], r["extra"][layout.split_name]) for r in records})
-    present = _present(records, layout.metrics)
+    shown = present(records, layout.metrics)
     short = {c.metric: c.label for c in layout.columns}
-    columns = [f"{name}/{m}" for _, name in splits for m in present]
-    labels = {f"{name}/{m}": f"{name} {short[m]}" for _, name in splits for m in present}
+    columns = [f"{name}/{m}" for _, name in splits for m in shown]
+    labels = {f"{name}/{m}": f"{name} {short[m]}" for _, name in splits for m in shown}
     return columns, labels
 
 
@@ -98,11 +94,11 @@ def split_tables(records: Sequence[Mapping[str, Any]], layout: Layout) -> tuple[
     columns, labels = split_columns(records, layout)
     rows = metric_rows(by_split(records, layout), columns, layout.references)
     means = averages(records, layout)
-    present = _present(means, [c.metric for c in layout.averages])
-    average_rows = metric_rows(means, present, layout.references)
+    shown = present(means, [c.metric for c in layout.averages])
+    average_rows = metric_rows(means, shown, layout.references)
     average_labels = {c.metric: c.label for c in layout.averages}
     return (
         metric_table(rows, columns, labels, digits=layout.digits),
-        metric_table(average_rows, present, average_labels, digits=layout.digits),
+        metric_table(average_rows, shown, average_labels, digits=layout.digits),
         metric_csv(rows, columns),
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dualoptim.bench.claims import claims, claims_table, metric_claims
-from dualoptim.bench.metric_table import metric_csv, metric_rows, metric_table
+from dualoptim.bench.metric_table import metric_csv, metric_rows, metric_table, present
 from dualoptim.bench.plots import plot_curves
 from dualoptim.bench.records import RecordStore
 from dualoptim.bench.report import claims_section, timing_note, write_report, write_text_report
@@ -66,10 +66,11 @@ def _one_report(
         split = layout.split_by.replace("_", " ")
         tables = [(f"{title}: by {split}", header, cells), ("averages", a_header, a_cells)]
     else:
-        rows = metric_rows(records, layout.metrics, layout.references)
-        header, cells = metric_table(rows, layout.metrics, layout.labels, digits=layout.digits)
+        metrics = present(records, layout.metrics)
+        rows = metric_rows(records, metrics, layout.references)
+        header, cells = metric_table(rows, metrics, layout.labels, digits=layout.digits)
         body = task.intro(records) + markdown(header, cells)
-        table_csv = metric_csv(rows, layout.metrics)
+        table_csv = metric_csv(rows, metrics)
         tables = [(title, header, cells)]
     found = metric_claims(records, layout)
     body += claims_section(found, out_dir)
