@@ -69,8 +69,9 @@ def test_the_report_is_the_talks_table_and_shows_no_harmful_text(tiny, tmp_path:
     assert "24 of the 2,483 safety pairs" in report
     assert "the first 24 rows of the benign prompts (built-in, 120)" in report
     header = next(line for line in report.splitlines() if line.startswith("| model |"))
-    assert header.index("Safety AVG ↑") < header.index("Utility AVG ↑") < header.index("OVR ↑")
-    assert header.index("OVR ↑") < header.index("XSTest ↓")
+    order = ["Safety AVG ↑", "I-Alpaca refused ↓", "Utility (offline) ↑", "OVR ↑", "XSTest ↓"]
+    assert [header.index(label) for label in order] == sorted(header.index(x) for x in order)
+    assert "Utility AVG ↑" not in header  # no downstream benchmarks configured: no columns
     assert "## Sample completions" in report
     for record in records:
         samples = record["extra"]["samples"]
