@@ -133,6 +133,9 @@ def test_a_decoupled_run_is_compared_with_alternate_under_its_own_policy() -> No
         ("x", "x (dual) [carry]", "x (alternate) [carry]"),
         ("y", "y (dual)", "y (alternate)"),
     ]
+    assert pairs(list(reversed(groups))) == pairs(groups)  # records come in any order
+    settings = [("m", s, f"m ({s})", None) for s in ("dual_plus_8bit", "dual", "alternate")]
+    assert [label for _, label, _ in pairs(settings)] == ["m (dual)", "m (dual_plus_8bit)"]
     last = [
         r for r in sequence() if r["extra"]["request"] == 2 and r["group"] != "z (dual) [carry]"
     ]

@@ -67,15 +67,17 @@ def pairs(
     """(method, challenger label, baseline label) for each decoupled run and each Alternate
     run of the same method and state policy (there may be two: one step size, or η_f and η_r
     per phase; a carried DO is compared with a carried Alternate, never a reset one);
-    ``groups``: (method, setting, label, state policy) of the runs."""
+    ``groups``: (method, setting, label, state policy) of the runs. Ordered by method, then
+    as :data:`CHALLENGERS`, whatever order the records were read in."""
     baselines = [(m, policy, label) for m, setting, label, policy in groups if setting == BASELINE]
-    return [
-        (m or "", label, base)
+    found = [
+        (m or "", label, base, CHALLENGERS.index(setting))
         for m, setting, label, policy in groups
         if setting in CHALLENGERS
         for bm, bpolicy, base in baselines
         if (bm, bpolicy) == (m, policy)
     ]
+    return [(m, label, base) for m, label, base, _ in sorted(found, key=lambda f: (f[0], f[3]))]
 
 
 def claims(
