@@ -58,6 +58,23 @@ def test_requests_of_whole_authors_and_their_views(tmp_path: Path) -> None:
     assert world.splits.forget == forget  # the experiment's world is untouched
 
 
+def test_every_request_shares_the_one_target(tmp_path: Path, monkeypatch) -> None:
+    """The target is fine-tuned once on the whole forget split and the retain rows; a
+    request's view (its own forget and retain rows) starts from and measures that model."""
+    learned: list[int] = []
+
+    def finetune(_world: World, pairs: list, _recipe: object) -> dict[str, torch.Tensor]:
+        learned.append(len(pairs))
+        return {"w": torch.full((1,), float(len(learned)))}
+
+    monkeypatch.setattr(World, "_finetune", finetune)
+    world = World(_experiment(tmp_path), progress=False)
+    requests = LLMRequests.of(world, world.exp.requests)
+    targets = [requests.view(k).target[0]["w"] for k in (1, 2)] + [world.target[0]["w"]]
+    assert learned == [len(world.forget_pairs) + len(world.retain_pairs)]
+    assert [t.item() for t in targets] == [1.0, 1.0, 1.0]
+
+
 def test_request_options_are_checked(tmp_path: Path) -> None:
     world = World(_experiment(tmp_path, requests={"count": 3, "group_rows": 20}), progress=False)
     with pytest.raises(ValueError, match=r"3 requests of whole authors .* 3 groups, got 2"):
