@@ -66,9 +66,10 @@ class LLMRequests:
         authors among the retain rows, the rows requested so far as the forget evaluation.
         A shallow copy: the base model, the fine-tuned target and the models are shared."""
         base = self.world
-        # The experiment's, computed before the rows change: the key, and which rows the
-        # target learns (else a view would fine-tune its own target on its own rows).
-        _ = base.fingerprint, base.key, base._training_pairs, base._model_keys
+        # The experiment's, computed before the rows change: the key, and the rows the
+        # fine-tuned models learn, which name their cache files (else a view would fine-tune
+        # its own target on its own rows).
+        _ = base.fingerprint, base.key, base._training_pairs
         view = copy.copy(base)
         for name in ("target_evaluation", "retain_evaluation"):  # the view's rows' own
             view.__dict__.pop(name, None)
