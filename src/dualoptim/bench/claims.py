@@ -70,14 +70,16 @@ def pairs(
     ``groups``: (method, setting, label, state policy) of the runs. Ordered by method, then
     as :data:`CHALLENGERS`, whatever order the records were read in."""
     baselines = [(m, policy, label) for m, setting, label, policy in groups if setting == BASELINE]
-    found = [
-        (m or "", label, base, CHALLENGERS.index(setting))
-        for m, setting, label, policy in groups
-        if setting in CHALLENGERS
+    challengers = sorted(
+        (g for g in groups if g[1] in CHALLENGERS),
+        key=lambda g: (g[0] or "", CHALLENGERS.index(g[1])),
+    )
+    return [
+        (m or "", label, base)
+        for m, _, label, policy in challengers
         for bm, bpolicy, base in baselines
         if (bm, bpolicy) == (m, policy)
     ]
-    return [(m, label, base) for m, label, base, _ in sorted(found, key=lambda f: (f[0], f[3]))]
 
 
 def claims(
