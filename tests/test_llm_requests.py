@@ -15,6 +15,7 @@ from dualoptim.config import from_dict
 from dualoptim.tasks.llm.config import LLMExperiment
 from dualoptim.tasks.llm.methods import REFERENCE, LLMMethod
 from dualoptim.tasks.llm.requests import LLMRequests
+from dualoptim.tasks.llm.task import SAMPLES
 from dualoptim.tasks.llm.world import World
 from dualoptim.unlearn import RunState
 
@@ -121,10 +122,16 @@ def test_a_sweep_of_author_requests(tmp_path: Path) -> None:
     assert by[(carry, 2)]["metrics"]["steps/forget"] == 10
     assert by[(carry, 2)]["metrics"]["forget/prob"] < by[("target", 2)]["metrics"]["forget/prob"]
     assert not list((tmp_path / "cache/requests").iterdir())  # nothing kept at the end
+    # the target's row of request 2 keeps its generations on the rows requested so far
+    samples = by[("target", 2)]["extra"]["forget_samples"]
+    assert len(samples) == SAMPLES
+    assert samples != by[(carry, 2)]["extra"]["forget_samples"]
 
     rebuild(out)
     text = (out / "report.md").read_text()
     assert "after request 2 of 2" in text
-    assert "MU drift (1 → 2)" in text.split("## After every request")[1]
+    section = text.split("## After every request")[1]
+    assert "MU drift (1 → 2)" in section
+    assert "\n| target | " in section
     again = sweep(exp, out)
     assert sorted(r["id"] for r in again) == sorted(r["id"] for r in records)

@@ -22,8 +22,9 @@ LAYOUT = Layout(columns=(Column("FA", "FA"),), references=("RT",), gap_to="RT", 
 
 
 def record(group: str, seed: int, request: int, fa: float, ta: float, **kw: Any) -> dict:
-    """A record of request ``request``; a run's group is "method (setting) [policy]"."""
-    run = group != "RT"
+    """A record of request ``request``; a run's group is "method (setting) [policy]", any
+    other group is a reference's."""
+    run = " (" in group
     method, _, rest = group.partition(" (")
     setting, _, policy = rest.partition(") [")
     extra = {"request": request, "requests": 2}
@@ -118,6 +119,48 @@ def test_a_failed_seed_is_left_out_of_the_pairing(tmp_path: Path) -> None:
     one = [r for r in records if r["seed"] == 0]
     (_, _, (x,)) = after_every_request(LAYOUT, one, tmp_path)[0][1]
     assert x[3] == x[5] == x[7] == "not resolved (1 paired seed(s))"
+
+
+def test_the_model_before_unlearning_is_a_row_of_every_request(tmp_path: Path) -> None:
+    """The original, FA 100 on every seed and request, is 10 from RT's 90: a row of its own
+    (RT, the Gap's zero, is not), first, without a drift; and a black line in the figure."""
+    records = [r for r in sequence() if r["group"].startswith(("RT", "x (dual) [reset]"))]
+    records += [record("original", s, k, 100, 95) for s in SEEDS for k in (1, 2)]
+    tables, text = after_every_request(LAYOUT, records, tmp_path)
+    (_, _, cells), *_ = tables
+    assert [row[0] for row in cells] == ["original", "x (dual) [reset]"]
+    assert cells[0][1:] == ["10.00 ± 0.00", "10.00 ± 0.00", ""]
+    assert cells[1][1:] == ["2.00 ± 0.00", "4.00 ± 0.00", "2.00 ± 0.00"]
+    assert "Row `original`: the model before unlearning" in text
+
+
+def test_a_task_without_a_gap_shows_its_headline_at_its_own_precision(tmp_path: Path) -> None:
+    """No Gap (TOFU): each request's score is the headline metric (OVR, higher is better)
+    with the layout's 3 digits; the target, measured once (seed 0), shows its value alone."""
+    layout = Layout(
+        columns=(Column("OVR", "OVR", "higher"), Column("MU", "MU", "higher")),
+        references=("target",),
+        headline=(Column("OVR", "OVR", "higher"),),
+        utility="MU",
+    )
+
+    def tofu(group: str, seed: int, k: int, ovr: float, mu: float) -> dict:
+        r = record(group, seed, k, 0, 0)
+        r["metrics"] = {"OVR": ovr, "MU": mu}
+        return r
+
+    records = [tofu("target", 0, 1, 0.3, 0.5), tofu("target", 0, 2, 0.25, 0.5)]
+    for s, ovr in ((0, 0.4), (1, 0.5)):
+        records += [tofu("x (dual) [reset]", s, 1, ovr, 0.6)]
+        records += [tofu("x (dual) [reset]", s, 2, ovr + 0.1, 0.6 - 0.05 * (s + 1))]
+    tables, text = after_every_request(layout, records, tmp_path)
+    (_, header, cells), *_ = tables
+    assert header == ["run", "OVR after 1", "OVR after 2", "MU drift (1 → 2)"]
+    assert cells == [
+        ["target", "0.300", "0.250", ""],
+        ["x (dual) [reset]", "0.450 ± 0.050", "0.550 ± 0.050", "0.075 ± 0.025"],
+    ]
+    assert "OVR (higher is better)" in text
 
 
 def test_a_decoupled_run_is_compared_with_alternate_under_its_own_policy() -> None:

@@ -4,7 +4,9 @@ then how every run fared after each request and how far its retained utility dri
 Request k of a run is compared with the references of request k of the same seed (RT_k, the
 original measured after request k), so each request's Gap is the one-shot Gap of what has
 been forgotten so far. Drift: the utility metric (``Layout.utility``) after request 1 minus
-after request K, paired by seed; positive = utility lost along the way.
+after request K, paired by seed; positive = utility lost along the way. The model before
+unlearning (the original, TOFU's target), measured after each request on the same rows, is a
+row and a black line too: where a run started from on what has been forgotten so far.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ def _score(layout: Layout) -> tuple[str, str, str]:
 
 
 def _per_request(layout: Layout, records: Sequence[Mapping[str, Any]]) -> Scores:
-    """Each run's score per request and seed (a failed seed: NaN)."""
+    """Each run's and reference's score per request and seed (a failed seed: NaN); the
+    reference the Gap is taken to is not a row of its own (its Gap is 0)."""
     by_request: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
     for r in records:
         if request_of(r) is not None:
@@ -79,18 +82,14 @@ def _per_request(layout: Layout, records: Sequence[Mapping[str, Any]]) -> Scores
     for k, chosen in sorted(by_request.items()):
         if layout.gap_to is not None:
             summary = summarize(chosen, layout.metrics, layout.gap_to)
-            for row in summary.rows:
+            for row in (*summary.baselines, *summary.rows):
                 values = list(row.seed_gaps) or [float("nan")] * len(row.seeds)
                 scores[(row.group, row.lr_scale)][k] = dict(zip(row.seeds, values, strict=True))
             continue
         metric = (layout.headline[0] if layout.headline else layout.columns[0]).metric
-        runs: dict[Key, dict[int, float]] = defaultdict(dict)
         for r in chosen:
-            if r["kind"] == "run":
-                value = float("nan") if is_failed(r) else float(r["metrics"][metric])
-                runs[(r["group"], r["lr_scale"])][r["seed"]] = value
-        for key, values in runs.items():
-            scores[key][k] = values
+            value = float("nan") if is_failed(r) else float(r["metrics"][metric])
+            scores[(r["group"], r["lr_scale"])].setdefault(k, {})[r["seed"]] = value
     return scores
 
 
@@ -111,11 +110,13 @@ def _drift(layout: Layout, records: Sequence[Mapping[str, Any]], last: int) -> D
     return drift
 
 
-def _cell(by_seed: Mapping[int, float]) -> str:
+def _cell(by_seed: Mapping[int, float], digits: int) -> str:
+    """Mean ± std over seeds (one seed: its value, as in every table)."""
     values = list(by_seed.values())
     if not values or any(np.isnan(values)):
         return "failed" if values else ""
-    return f"{np.mean(values):.2f} ± {np.std(values):.2f}"
+    mean = f"{np.mean(values):.{digits}f}"
+    return mean if len(values) == 1 else f"{mean} ± {np.std(values):.{digits}f}"
 
 
 def after_every_request(
@@ -127,17 +128,19 @@ def after_every_request(
     scores = _per_request(layout, records)
     last = max(request_of(r) or 0 for r in records)
     drift = _drift(layout, records, last)
-    first = {(r["group"], r["lr_scale"]): r for r in records if r["kind"] == "run"}
+    first = {(r["group"], r["lr_scale"]): r for r in records if request_of(r) is not None}
     order = sorted(scores, key=lambda key: record_order(first[key]))
     name, how, better = _score(layout)
+    digits = 2 if layout.gap_to is not None else layout.digits  # a Gap: as in the Gap tables
     header = ["run", *(f"{name} after {k}" for k in range(1, last + 1))]
     if layout.utility is not None:
         header.append(f"{layout.utility} drift (1 → {last})")
     cells = []
     for key in order:
-        row = [run_label(key), *(_cell(scores[key].get(k, {})) for k in range(1, last + 1))]
+        row = [run_label(key)]
+        row += [_cell(scores[key].get(k, {}), digits) for k in range(1, last + 1)]
         if layout.utility is not None:
-            row.append(_cell(drift.get(key, {})))
+            row.append(_cell(drift.get(key, {}), digits))
         cells.append(row)
     save_figure(requests_figure(scores, first, order, name, last), out_dir / FIGURE)
     drift_text = (
@@ -146,16 +149,23 @@ def after_every_request(
         if layout.utility is not None
         else ""
     )
+    before = [key[0] for key in order if first[key]["kind"] == "reference"]
+    before_text = (
+        f" Row {', '.join(f'`{b}`' for b in before)}: the model before unlearning, measured "
+        "the same way after each request."
+        if before
+        else ""
+    )
     text = (
         f"\n## {AFTER_EVERY_REQUEST}\n\n"
         f"Each run's {how} after each of its {last} forget requests, mean ± std over seeds; "
         "request k is measured on everything forgotten by then and compared with the "
-        f"references of request k.{drift_text}\n\n"
+        f"references of request k.{before_text}{drift_text}\n\n"
         + markdown(header, cells)
         + f"\n![after every request]({FIGURE})\n"
     )
     tables = [(AFTER_EVERY_REQUEST, header, cells)]
-    found = policy_claims(first, order, scores, drift, last, (name, better), layout.utility, 2)
+    found = policy_claims(first, order, scores, drift, last, (name, better), layout.utility, digits)
     if found:
         compared = claims_table(found)
         tables.append((POLICIES, *compared))
@@ -184,23 +194,31 @@ def requests_figure(
     last: int,
 ) -> Figure:
     """``name`` against the request index, a panel per method: a line per run (colour =
-    setting, style = state policy), a band of ±1 std over seeds; failed requests are gaps."""
-    methods = list(dict.fromkeys(first[key].get("method") or "" for key in order))
+    setting, style = state policy), a band of ±1 std over seeds, and in every panel the model
+    before unlearning in black; failed requests are gaps."""
+    runs = [key for key in order if first[key]["kind"] == "run"]
+    before = [key for key in order if first[key]["kind"] == "reference"]
+    methods = list(dict.fromkeys(first[key].get("method") or "" for key in runs))
     fig = Figure(figsize=(4.2 * len(methods) + 1, 4.5), dpi=DPI, layout="constrained")
     axes = fig.subplots(1, len(methods), squeeze=False, sharey=True)[0]
-    colors = setting_colors(first[key].get("setting") or "" for key in order)
+    colors = setting_colors(first[key].get("setting") or "" for key in runs)
     ks = np.arange(1, last + 1)
-    for ax, method in zip(axes, methods, strict=True):
-        for key in (k for k in order if (first[k].get("method") or "") == method):
+
+    def line(ax: Any, key: Key, color: str, style: str, label: str | None) -> None:
+        values = [list(scores[key].get(int(k), {0: np.nan}).values()) for k in ks]
+        mean = np.array([np.mean(v) for v in values])
+        std = np.array([np.std(v) for v in values])
+        ax.plot(ks, mean, style, color=color, marker="o", label=label)
+        ax.fill_between(ks, mean - std, mean + std, color=color, alpha=0.12, linewidth=0)
+
+    for i, (ax, method) in enumerate(zip(axes, methods, strict=True)):
+        for key in before:  # labelled once: the legend is the figure's
+            line(ax, key, "black", ":", key[0] if i == 0 else None)
+        for key in (k for k in runs if (first[k].get("method") or "") == method):
             record = first[key]
             policy = record.get("extra", {}).get("state_policy", "reset")
-            values = [list(scores[key].get(int(k), {0: np.nan}).values()) for k in ks]
-            mean = np.array([np.mean(v) for v in values])
-            std = np.array([np.std(v) for v in values])
             color = colors[record.get("setting") or ""]
-            style = POLICY_STYLES.get(policy, "-")
-            ax.plot(ks, mean, style, color=color, marker="o", label=run_label(key))
-            ax.fill_between(ks, mean - std, mean + std, color=color, alpha=0.12, linewidth=0)
+            line(ax, key, color, POLICY_STYLES.get(policy, "-"), run_label(key))
         ax.set_title(method)
         ax.set_xticks(range(1, last + 1))
         ax.set_xlabel("forget request")

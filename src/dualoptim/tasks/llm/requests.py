@@ -92,11 +92,15 @@ class LLMRequests:
 
 
 def references(
-    requests: LLMRequests, kind: str, config: Any, group: str, texts: Callable[[], dict]
+    requests: LLMRequests,
+    kind: str,
+    config: Any,
+    group: str,
+    texts: Callable[[World, Mapping[str, Any]], dict],
 ) -> list[Reference]:
     """The model before unlearning (``group``: TOFU's target, the real world's initial
-    model) measured after each request, on the rows requested so far; ``texts()``: what
-    else its record carries (the real-world probe)."""
+    model) measured after each request, on the rows requested so far; ``texts(view,
+    evaluation)``: its record's texts (its generations, the real-world probe)."""
     world = requests.world
     return [
         Reference(
@@ -114,12 +118,14 @@ def _reference_id(requests: LLMRequests, kind: str, k: int) -> str:
     return record_id(f"{kind}-reference", requests.world.key, "before", requests.options, k)
 
 
-def _before(requests: LLMRequests, k: int, texts: Callable[[], dict]) -> Outcome:
+def _before(
+    requests: LLMRequests, k: int, texts: Callable[[World, Mapping[str, Any]], dict]
+) -> Outcome:
     view = requests.view(k)
     evaluation = view.target_evaluation
     model = partial(view.new_model, view.target[0])
     metrics = view.metrics(evaluation["scores"], evaluation["forget_ratios"], False, model)
-    extra = {"request": k, "metric_variant": view.variant(False), **texts()}
+    extra = {"request": k, **texts(view, evaluation)}
     return Outcome(metrics, view.target[1], extra=extra)
 
 

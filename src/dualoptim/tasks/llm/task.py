@@ -95,9 +95,7 @@ class LLMPlan:
         config = record_config(self.exp, None, 0)
         if self.requests is not None:
             before = self.layout.references[0]
-            return request_references(
-                self.requests, self.kind, config, before, self._reference_texts
-            )
+            return request_references(self.requests, self.kind, config, before, self._model_texts)
         return [
             Reference(
                 self._reference_id(name),
@@ -113,6 +111,14 @@ class LLMPlan:
         """What a reference's record carries beyond its metrics and generations."""
         return {}
 
+    def _model_texts(self, world: World, evaluation: Mapping[str, Any]) -> dict[str, Any]:
+        """A reference's texts: its generations on ``world``'s rows, and
+        ``_reference_texts``."""
+        texts = self.texts(
+            evaluation["generations"], world.variant(False), world.downstream_unavailable
+        )
+        return {**texts, **self._reference_texts()}
+
     def _reference(self, name: str) -> Outcome:
         """A reference's row: TOFU's target or retain model; the other LLM tasks' one
         reference, the initial model, is their world's target."""
@@ -126,10 +132,7 @@ class LLMPlan:
             False,
             partial(world.new_model, state),
         )
-        texts = self.texts(
-            evaluation["generations"], world.variant(False), world.downstream_unavailable
-        )
-        return Outcome(metrics, seconds, extra={**texts, **self._reference_texts()})
+        return Outcome(metrics, seconds, extra=self._model_texts(world, evaluation))
 
     def samples(self, generations: Mapping[str, Sequence[str]]) -> dict[str, Any]:
         """The generations a record keeps for the report: the first forget ones."""
