@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -96,11 +96,11 @@ def references(
     kind: str,
     config: Any,
     group: str,
-    texts: Callable[[World, Mapping[str, Any]], dict],
+    measure: Callable[[World], Outcome],
 ) -> list[Reference]:
     """The model before unlearning (``group``: TOFU's target, the real world's initial
-    model) measured after each request, on the rows requested so far; ``texts(view,
-    evaluation)``: its record's texts (its generations, the real-world probe)."""
+    model) measured after each request, on the rows requested so far; ``measure(view)``:
+    its row on a request's view (the plan's, with the record's texts)."""
     world = requests.world
     return [
         Reference(
@@ -108,7 +108,7 @@ def references(
             group,
             world.reference_seed,
             config,
-            partial(_before, requests, k, texts),
+            partial(_before, requests, k, measure),
         )
         for k in range(1, requests.count + 1)
     ]
@@ -118,15 +118,9 @@ def _reference_id(requests: LLMRequests, kind: str, k: int) -> str:
     return record_id(f"{kind}-reference", requests.world.key, "before", requests.options, k)
 
 
-def _before(
-    requests: LLMRequests, k: int, texts: Callable[[World, Mapping[str, Any]], dict]
-) -> Outcome:
-    view = requests.view(k)
-    evaluation = view.target_evaluation
-    model = partial(view.new_model, view.target[0])
-    metrics = view.metrics(evaluation["scores"], evaluation["forget_ratios"], False, model)
-    extra = {"request": k, **texts(view, evaluation)}
-    return Outcome(metrics, view.target[1], extra=extra)
+def _before(requests: LLMRequests, k: int, measure: Callable[[World], Outcome]) -> Outcome:
+    outcome = measure(requests.view(k))
+    return replace(outcome, extra={"request": k, **outcome.extra})
 
 
 def jobs(

@@ -95,7 +95,7 @@ class LLMPlan:
         config = record_config(self.exp, None, 0)
         if self.requests is not None:
             before = self.layout.references[0]
-            return request_references(self.requests, self.kind, config, before, self._model_texts)
+            return request_references(self.requests, self.kind, config, before, self._target)
         return [
             Reference(
                 self._reference_id(name),
@@ -111,28 +111,34 @@ class LLMPlan:
         """What a reference's record carries beyond its metrics and generations."""
         return {}
 
-    def _model_texts(self, world: World, evaluation: Mapping[str, Any]) -> dict[str, Any]:
-        """A reference's texts: its generations on ``world``'s rows, and
-        ``_reference_texts``."""
-        texts = self.texts(
-            evaluation["generations"], world.variant(False), world.downstream_unavailable
-        )
-        return {**texts, **self._reference_texts()}
-
     def _reference(self, name: str) -> Outcome:
         """A reference's row: TOFU's target or retain model; the other LLM tasks' one
         reference, the initial model, is their world's target."""
         world = self.world
-        retain = name == "retain model"
-        state, seconds = world.retain_model if retain else world.target
-        evaluation = world.retain_evaluation if retain else world.target_evaluation
+        if name == "retain model":
+            return self._fixed_model(world, world.retain_model, world.retain_evaluation)
+        return self._target(world)
+
+    def _target(self, world: World) -> Outcome:
+        """The target's row on ``world``'s rows (a continual request's view, or all)."""
+        return self._fixed_model(world, world.target, world.target_evaluation)
+
+    def _fixed_model(
+        self, world: World, model: tuple[Any, float], evaluation: Mapping[str, Any]
+    ) -> Outcome:
+        """The row of a model no run trains (``model``: its state and the seconds it took):
+        its metrics from ``evaluation`` and its record's texts."""
+        state, seconds = model
         metrics = world.metrics(
             evaluation["scores"],
             evaluation["forget_ratios"],
             False,
             partial(world.new_model, state),
         )
-        return Outcome(metrics, seconds, extra=self._model_texts(world, evaluation))
+        texts = self.texts(
+            evaluation["generations"], world.variant(False), world.downstream_unavailable
+        )
+        return Outcome(metrics, seconds, extra={**texts, **self._reference_texts()})
 
     def samples(self, generations: Mapping[str, Sequence[str]]) -> dict[str, Any]:
         """The generations a record keeps for the report: the first forget ones."""
