@@ -554,3 +554,17 @@ def test_tfe_refuses_forget_rows_out_of_tofus_order(tmp_path, tiny_nli) -> None:
     World(nli_experiment(tmp_path, data=data), progress=False)  # no entailment: no pairing
     with pytest.raises(ValueError, match="row 0 of forget01_perturbed is not row 0 of forget01"):
         World(nli_experiment(tmp_path, data=data, entailment=str(tiny_nli)), progress=False)
+
+
+def test_the_intro_names_the_references_a_report_has() -> None:
+    """A one-shot report compares with the target and the retain model (Forget Quality); a
+    continual one has only the target per request and no Forget Quality (SPEC §2.6)."""
+    config = {"data": {"forget_split": "forget05"}, "model": {"lora": None}}
+    record = {"group": "target", "extra": {"metric_variant": "closer-look"}, "metrics": {}}
+    one_shot = TASK.intro([{**record, "config": config}])
+    continual = TASK.intro([{**record, "config": {**config, "requests": {"count": 5}}}])
+    assert "Forget Quality (KS-test" in one_shot
+    assert "Rows `target` and `retain model` are the references" in one_shot
+    assert "no Forget Quality" in continual
+    assert "retain model" not in continual
+    assert "Row `target` is the reference" in continual

@@ -129,12 +129,7 @@ class LLMPlan:
         """The row of a model no run trains (``model``: its state and the seconds it took):
         its metrics from ``evaluation`` and its record's texts."""
         state, seconds = model
-        metrics = world.metrics(
-            evaluation["scores"],
-            evaluation["forget_ratios"],
-            False,
-            partial(world.new_model, state),
-        )
+        metrics = fixed_model_metrics(world, state, evaluation)
         texts = self.texts(
             evaluation["generations"], world.variant(False), world.downstream_unavailable
         )
@@ -212,30 +207,32 @@ class LLMTask(Task):
             rows.append(("target", world.target, world.target_evaluation))
         if command in ("retrain", "evaluate"):
             rows.append(("retain model", world.retain_model, world.retain_evaluation))
-        cells = []
-        for name, (state, seconds), evaluation in rows:
-            m = world.metrics(
-                evaluation["scores"],
-                evaluation["forget_ratios"],
-                False,
-                partial(world.new_model, state),
-            )
-            values = [f"{m[c]:.3f}" for c in MODEL_COLUMNS]
-            cells.append([name, *values, f"{seconds:.0f}", *downstream_cells(world, m)])
-        return ["model", *MODEL_COLUMNS, "train s", *downstream_header(world)], cells
+        return reference_cells(world, rows)
 
     def intro(self, records: Sequence[Mapping[str, Any]]) -> str:
-        split = records[0]["config"]["data"]["forget_split"]
+        config = records[0]["config"]
         finished = [r for r in records if not is_failed(r)]
         variants = sorted({r.get("extra", {}).get("metric_variant", "?") for r in finished})
+        if config.get("requests") is None:
+            tofu = (
+                "TOFU's Forget Quality (KS-test p-value against the retain model) and Model Utility"
+            )
+            references = (
+                "Rows `target` and `retain model` are the references: before unlearning, and "
+                "the model never trained on the forget authors."
+            )
+        else:  # continual: the retain model matches the forget set only after the last one
+            tofu = "TOFU's Model Utility (no Forget Quality: see docs/continual.md)"
+            references = (
+                "Row `target` is the reference: the model before unlearning, measured on the "
+                "same rows."
+            )
         return (
-            f"TOFU, forget split `{split}`.{_lora_note(records[0]['config']['model'])} "
-            "Table 3 of the paper: forget efficacy (UFE), model "
-            "utility (MU, the paper's harmonic mean) and overall (OVR), then TOFU's Forget "
-            "Quality (KS-test p-value against the retain model) and Model Utility. Closer-Look "
-            f"variant: {'; '.join(variants)}. Rows `target` and `retain model` are the "
-            "references: before unlearning, and the model never trained on the forget "
-            f"authors.{downstream_note(records)}\n\n"
+            f"TOFU, forget split `{config['data']['forget_split']}`."
+            f"{_lora_note(config['model'])} Table 3 of the paper: forget efficacy (UFE), "
+            "model utility (MU, the paper's harmonic mean) and overall (OVR), then "
+            f"{tofu}. Closer-Look variant: {'; '.join(variants)}. {references}"
+            f"{downstream_note(records)}\n\n"
         )
 
     def appendix(self, records: Sequence[Mapping[str, Any]], out_dir: Path) -> str:  # noqa: ARG002
@@ -251,6 +248,31 @@ class LLMTask(Task):
             samples.append(f"{title}:\n\n")
             samples += [f"- {t!r}\n" for t in r.get("extra", {}).get("forget_samples", [])]
         return "".join(samples)
+
+
+def fixed_model_metrics(
+    world: World, state: Mapping[str, Any], evaluation: Mapping[str, Any]
+) -> dict[str, float]:
+    """The metrics of a model no run trains (the target, the retain model), whose
+    ``evaluation`` the world cached; its state loads only for the downstream benchmarks."""
+    return world.metrics(
+        evaluation["scores"], evaluation["forget_ratios"], False, partial(world.new_model, state)
+    )
+
+
+def reference_cells(
+    world: World,
+    rows: Sequence[tuple[str, tuple[Any, float], Mapping[str, Any]]],
+    columns: Sequence[str] = MODEL_COLUMNS,
+) -> Cells:
+    """The reference-model commands' table: each (name, (state, seconds), evaluation) row's
+    ``columns``, training seconds and downstream numbers."""
+    cells = []
+    for name, (state, seconds), evaluation in rows:
+        m = fixed_model_metrics(world, state, evaluation)
+        values = [f"{m[c]:.3f}" for c in columns]
+        cells.append([name, *values, f"{seconds:.0f}", *downstream_cells(world, m)])
+    return ["model", *columns, "train s", *downstream_header(world)], cells
 
 
 def downstream_header(world: World) -> list[str]:

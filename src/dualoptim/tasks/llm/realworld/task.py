@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,9 +18,8 @@ from dualoptim.tasks.llm.realworld.world import RealWorld
 from dualoptim.tasks.llm.task import (
     LLMPlan,
     LLMTask,
-    downstream_cells,
-    downstream_header,
     downstream_note,
+    reference_cells,
 )
 from dualoptim.unlearn.task import Cells, Column, Layout, is_failed
 
@@ -81,12 +79,8 @@ class RealWorldTask(LLMTask):
                 "(SPEC §2.4); use evaluate (the initial model) or unlearn"
             )
         world = RealWorld(config)
-        evaluation = world.target_evaluation
-        model = partial(world.new_model, world.target[0])
-        m = world.metrics(evaluation["scores"], evaluation["forget_ratios"], False, model)
-        values = [f"{m[c]:.3f}" for c in MODEL_COLUMNS]
-        cells = [[INITIAL, *values, f"{world.target[1]:.0f}", *downstream_cells(world, m)]]
-        return ["model", *MODEL_COLUMNS, "train s", *downstream_header(world)], cells
+        rows = [(INITIAL, world.target, world.target_evaluation)]
+        return reference_cells(world, rows, MODEL_COLUMNS)
 
     def intro(self, records: Sequence[Mapping[str, Any]]) -> str:
         config = records[0]["config"]
