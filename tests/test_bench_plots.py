@@ -226,12 +226,33 @@ def test_curves_legend_of_the_six_settings_fits_inside_the_figure(
     """The real-world table's two panels once cut the legend's first column off the left."""
     curve = {f"eval/{m}": [[0, 1.0], [10, 2.0]] for m in metrics}
     fig = curves_figure([run(f"me+gd ({s})", 0, curve) for s in SIX], metrics=metrics)
-    FigureCanvasAgg(fig).draw()
     (legend,) = fig.legends
-    box, page = legend.get_window_extent(), fig.bbox
+    assert_inside(fig, legend)
+    assert len(legend.get_texts()) == len(SIX)
+
+
+def assert_inside(fig: Figure, artist: Any) -> None:
+    """``artist``, once drawn, lies within the figure's width (nothing cut off at a side)."""
+    FigureCanvasAgg(fig).draw()
+    box, page = artist.get_window_extent(), fig.bbox
     assert page.x0 <= box.x0, (box, page)
     assert box.x1 <= page.x1, (box, page)
-    assert len(legend.get_texts()) == len(SIX)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: curves_figure([run("me+gd (dual)", 0, {"eval/FA": [[0, 1.0], [5, 2.0]]})], ("FA",)),
+        lambda: grad_norms_figure([run("sfron (dual)", 0, {"grad_norm/forget": [[1, 2.0]]})]),
+    ],
+    ids=["curves of one metric", "grad norms of one method"],
+)
+def test_a_one_panel_figure_keeps_its_whole_title(build: Any) -> None:
+    """A one-panel figure is narrower than its title: the committed single-method gradient
+    norm figure once lost both ends of it."""
+    fig = build()
+    (title,) = [t for t in fig.texts if t.get_text() == fig.get_suptitle() != ""]
+    assert_inside(fig, title)
 
 
 def test_plot_curves_writes_a_png_atomically(tmp_path: Path) -> None:

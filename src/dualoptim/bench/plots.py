@@ -231,7 +231,8 @@ def curves_figure(
     figure_legend(fig, list(handles.values()), list(handles.keys()))
     seeds = sorted({r.get("seed") for r in runs})
     fig.suptitle(
-        f"Metrics during unlearning (mean ± 1 std over {len(seeds)} seeds{_scale_note(runs)})"
+        f"Metrics during unlearning (mean ± 1 std over {len(seeds)} seeds{_scale_note(runs)})",
+        wrap=True,  # one or two panels are narrower than the title
     )
     return fig
 
@@ -311,7 +312,8 @@ def grad_norms_figure(
     figure_legend(fig, handles, [h.get_label() for h in handles])
     fig.suptitle(
         "Gradient norms of the forget (L_f) and retain (L_r) losses "
-        f"(mean over seeds{_scale_note(runs)})"
+        f"(mean over seeds{_scale_note(runs)})",
+        wrap=True,  # one panel is narrower than the title
     )
     return fig
 
