@@ -132,6 +132,21 @@ CASES = {
         ["train", "--config", "nlp.yaml"],
         r"task: got 'nlp'; allowed values: 'vision', 'llm', 'diffusion'",
     ),
+    "an original model trained for 0 epochs": (
+        {},
+        ["train", "--config", "tiny.yaml", "train.epochs=0"],
+        r"train: epochs must be >= 1, got 0",
+    ),
+    "momentum of 1 for the original model": (
+        {},
+        ["train", "--config", "tiny.yaml", "train.momentum=1"],
+        r"train: momentum must lie in \[0, 1\), got 1\.0",
+    ),
+    "an override of a run the config does not have": (
+        {},
+        ["unlearn", "--config", "tiny.yaml", "--out", "out", "runs.1.forget_lr=1e-3"],
+        r"runs\[1\]: no such item; runs has 1, numbered from 0",
+    ),
     "override without '='": (
         {},
         ["unlearn", "--config", "tiny.yaml", "--out", "out", "seeds"],

@@ -125,6 +125,30 @@ def test_merge_is_deep_and_leaves_inputs_alone() -> None:
     assert base == {"train": {"epochs": 1, "lr": 0.1}, "name": "a", "tags": ["x"]}
 
 
+RUNS = {"runs": [{"method": "ga", "lr": 1.0}, {"method": "rl", "lr": 2.0, "keep": [1, 2]}]}
+
+
+def test_a_number_key_overrides_one_item_of_a_list() -> None:
+    overrides = parse_overrides(["runs.1.lr=3e-4", "runs.1.keep.0=7"])
+    assert merge(RUNS, overrides) == {
+        "runs": [{"method": "ga", "lr": 1.0}, {"method": "rl", "lr": 3e-4, "keep": [7, 2]}]
+    }
+    assert RUNS["runs"][1] == {"method": "rl", "lr": 2.0, "keep": [1, 2]}  # inputs untouched
+    assert merge(RUNS, parse_overrides(["runs=[]"])) == {"runs": []}  # a whole list still wins
+
+
+@pytest.mark.parametrize(
+    ("item", "match"),
+    [
+        ("runs.2.lr=1", r"^runs\[2\]: no such item; runs has 2, numbered from 0$"),
+        ("runs.1.keep.5=1", r"^runs\[1\]\.keep\[5\]: no such item; .*keep has 2"),
+    ],
+)
+def test_a_list_item_that_does_not_exist_is_named(item: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        merge(RUNS, parse_overrides([item]))
+
+
 def with_train(**train: object) -> dict[str, object]:
     return {"name": "a", "train": {"epochs": 1, **train}}
 

@@ -185,15 +185,32 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return result
 
 
-def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep-merge ``overrides`` into a copy of ``base``: nested sections merge, other values win."""
+def merge(base: Mapping[str, Any], overrides: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    """Deep-merge ``overrides`` into a copy of ``base``: nested sections merge, a number key
+    changes one item of a list (``runs.1.forget_lr=1e-4``), other values win."""
     result = dict(base)
     for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
-            result[key] = merge(result[key], value)
-        else:
-            result[key] = value
+        result[key] = _merged(result.get(key), value, _join(where, key))
     return result
+
+
+def _is_index(key: object) -> bool:
+    return str(key).isdigit()
+
+
+def _merged(old: Any, new: Any, where: str) -> Any:
+    if isinstance(new, Mapping) and isinstance(old, Mapping):
+        return merge(old, new, where)
+    if isinstance(new, Mapping) and isinstance(old, list) and new and all(map(_is_index, new)):
+        items = list(old)
+        for index, value in new.items():
+            if int(index) >= len(items):
+                raise ConfigError(
+                    f"{where}[{index}]: no such item; {where} has {len(items)}, numbered from 0"
+                )
+            items[int(index)] = _merged(items[int(index)], value, f"{where}[{index}]")
+        return items
+    return new
 
 
 def read_config(path: str | Path) -> dict[str, Any]:

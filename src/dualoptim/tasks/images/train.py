@@ -67,11 +67,24 @@ class FT(ImageMethod):
 
 @dataclass(frozen=True)
 class TrainRecipe:
+    """How the original model and RT learn: SGD with momentum, a cosine schedule."""
+
     epochs: int = 30
     lr: float = 0.05
     batch_size: int = 64
     momentum: float = 0.9
     weight_decay: float = 5e-4
+
+    def __post_init__(self) -> None:  # a config's train section: fail before any training
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
 
     def optimizer_spec(self) -> OptimizerSpec:
         return OptimizerSpec(
