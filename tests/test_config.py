@@ -149,6 +149,35 @@ def test_a_list_item_that_does_not_exist_is_named(item: str, match: str) -> None
         merge(RUNS, parse_overrides([item]))
 
 
+@dataclass(frozen=True)
+class Rate:
+    rate: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.rate > 0:
+            raise ValueError(f"rate.rate must be > 0, got {self.rate}")
+
+
+@dataclass(frozen=True)
+class Nested:
+    rate: Rate = field(default_factory=Rate)
+    inner: dict[str, Rate] = field(default_factory=dict)
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"rate": {"rate": 0}}, r"^rate\.rate must be > 0, got 0\.0$"),  # not "rate: rate.rate"
+        ({"inner": {"rate": {"rate": -1}}}, r"^inner\.rate\.rate must be > 0, got -1\.0$"),
+    ],
+)
+def test_a_check_that_names_its_own_section_is_not_prefixed_twice(
+    data: dict[str, object], match: str
+) -> None:
+    with pytest.raises(ConfigError, match=match):
+        from_dict(Nested, data)
+
+
 def with_train(**train: object) -> dict[str, object]:
     return {"name": "a", "train": {"epochs": 1, **train}}
 

@@ -338,11 +338,11 @@ def test_dual_optim_trainer_trains_only_the_adapters_of_a_peft_model(tmp_path, s
 @pytest.mark.parametrize(
     ("lora", "message"),
     [
-        ("{r: 0}", "model.lora: lora.r must be >= 1"),
-        ("{r: -4}", "model.lora: lora.r must be >= 1"),
-        ("{alpha: 0}", "model.lora: lora.alpha must be > 0"),
-        ("{dropout: 1.0}", r"model.lora: lora.dropout must lie in \[0, 1\)"),
-        ("{target_modules: []}", "model.lora: lora.target_modules must name at least one"),
+        ("{r: 0}", "model.lora.r must be >= 1"),
+        ("{r: -4}", "model.lora.r must be >= 1"),
+        ("{alpha: 0}", "model.lora.alpha must be > 0"),
+        ("{dropout: 1.0}", r"model.lora.dropout must lie in \[0, 1\)"),
+        ("{target_modules: []}", "model.lora.target_modules must name at least one"),
         ("{target_modules: q_proj}", r"model.lora.target_modules: expected tuple\[str, ...\]"),
         ("{rank: 8}", "model.lora.rank: unknown key; allowed keys: r, alpha, dropout, target"),
     ],

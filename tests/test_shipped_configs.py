@@ -26,6 +26,7 @@ import yaml
 from dualoptim.bench.records import RecordStore
 from dualoptim.bench.report import _recipe, timing_note, write_report
 from dualoptim.cli import _load, _shipped_configs, main
+from dualoptim.config import ConfigError
 from dualoptim.tasks.llm.world import load_splits
 from dualoptim.tasks.vision.config import METRICS, UnlearnSpec
 from dualoptim.tasks.vision.task import TASK as VISION
@@ -166,6 +167,15 @@ def test_every_named_config_validates_through_the_cli(name: str) -> None:
     assert exp.runs
     assert exp.seeds
     assert getattr(exp, "task", "vision") == _shipped_configs()[name].parent.name
+
+
+@pytest.mark.parametrize(
+    "name", ["digits", "tofu-tiny", "realworld-tiny", "safety-tiny", "digits-ddpm"]
+)
+def test_every_task_refuses_a_repeated_seed(name: str) -> None:
+    """seeds=[0, 1, 0] would count seed 0's run twice in every mean ± std (a Std too small)."""
+    with pytest.raises(ConfigError, match=r"seeds repeats 0: a seed is one run"):
+        _load(argparse.Namespace(config=name, overrides=["seeds=[0, 1, 0]"]))
 
 
 # ---------------------------------------------------------------- quick commands run

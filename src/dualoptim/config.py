@@ -155,7 +155,16 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, where: str = "") -> T:
     try:
         return cls(**kwargs)
     except ValueError as exc:  # a __post_init__ check: point at the config section it came from
-        raise ConfigError(f"{where or cls.__name__}: {exc}") from exc
+        raise ConfigError(_in_section(where or cls.__name__, str(exc))) from exc
+
+
+def _in_section(where: str, message: str) -> str:
+    """``train: epochs must be >= 1``; a message that names its own section's keys
+    (``train.lr must be > 0``) gets the section's parents only, not the section twice."""
+    parent, _, section = where.rpartition(".")
+    if message.startswith(f"{section}."):
+        return _join(parent, message)
+    return f"{where}: {message}"
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -255,6 +264,12 @@ def require_runs_and_seeds(runs: Sequence[Any], seeds: Sequence[int]) -> None:
         raise ConfigError("runs is empty: name at least one method and setting")
     if not seeds:
         raise ConfigError("seeds is empty")
+    repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    if repeated:
+        raise ConfigError(
+            f"seeds repeats {', '.join(map(str, repeated))}: a seed is one run, and a repeat "
+            "would count that run twice in every mean ± std and paired claim"
+        )
     rows: dict[tuple[str, float], int] = {}
     for i, run in enumerate(runs):
         first = rows.setdefault((run.label, run.effective_forget_lr), i)
