@@ -11,6 +11,7 @@ import dataclasses
 import re
 import types
 import typing
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -203,21 +204,19 @@ def merge(base: Mapping[str, Any], overrides: Mapping[str, Any], where: str = ""
     return result
 
 
-def _is_index(key: object) -> bool:
-    return str(key).isdigit()
-
-
 def _merged(old: Any, new: Any, where: str) -> Any:
     if isinstance(new, Mapping) and isinstance(old, Mapping):
         return merge(old, new, where)
-    if isinstance(new, Mapping) and isinstance(old, list) and new and all(map(_is_index, new)):
+    is_index = isinstance(new, Mapping) and new and all(str(key).isdigit() for key in new)
+    if is_index and isinstance(old, list):
         items = list(old)
-        for index, value in new.items():
-            if int(index) >= len(items):
+        for key, value in new.items():
+            index = int(key)
+            if index >= len(items):
                 raise ConfigError(
                     f"{where}[{index}]: no such item; {where} has {len(items)}, numbered from 0"
                 )
-            items[int(index)] = _merged(items[int(index)], value, f"{where}[{index}]")
+            items[index] = _merged(items[index], value, f"{where}[{index}]")
         return items
     return new
 
@@ -264,7 +263,7 @@ def require_runs_and_seeds(runs: Sequence[Any], seeds: Sequence[int]) -> None:
         raise ConfigError("runs is empty: name at least one method and setting")
     if not seeds:
         raise ConfigError("seeds is empty")
-    repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    repeated = sorted(seed for seed, times in Counter(seeds).items() if times > 1)
     if repeated:
         raise ConfigError(
             f"seeds repeats {', '.join(map(str, repeated))}: a seed is one run, and a repeat "
